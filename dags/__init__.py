@@ -1,0 +1,1 @@
+"""Dagster code locations for product-analytics pipelines on ClickHouse."""

@@ -1,0 +1,277 @@
+"""The raw ``events`` table every pipeline reads, and deterministic demo web traffic to fill it locally.
+
+The table's columns are a contract shared with outside tools: change them only in an issue that says so.
+Demo traffic is generated inside ClickHouse (``numbers()`` and seeded hashes), so ten million events take
+seconds, and the same seed, dates and size always give the same rows.
+"""
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    asset,
+)
+from pydantic import Field
+
+from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseClient, ClickHouseResource, JobOwners
+
+DEMO_TEAM_IDS: tuple[int, ...] = (1, 2, 3)
+MIN_DEMO_EVENTS = 1
+MAX_DEMO_EVENTS = 10_000_000
+
+# Monthly partitions keep the part count low for years of data; the sorting key starts with
+# (team_id, day), so a per-team, per-day scan reads only that team's granules of that day.
+CREATE_EVENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS events
+(
+    uuid UUID,
+    event String,
+    properties String,
+    timestamp DateTime64(6, 'UTC'),
+    team_id Int64,
+    distinct_id String,
+    person_id UUID,
+    `$session_id` String,
+    inserted_at DateTime64(6, 'UTC') DEFAULT now64(6, 'UTC')
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))
+"""
+
+# One row per demo session: every attribute comes from a seeded hash of the session number, so the same
+# seed always draws the same traffic. Kinds: 0 = bounce (one pageview, maybe a pageleave, 0-19 s),
+# 1 = ordinary visit, 2 = long visit, 3 = autocapture only (no pageview: left out of web analytics).
+DEMO_SESSIONS = """
+SELECT
+    number AS session_number,
+    cityHash64({seed:UInt64}, number, 1) AS h1,
+    cityHash64({seed:UInt64}, number, 2) AS h2,
+    cityHash64({seed:UInt64}, number, 3) AS h3,
+    multiIf(h2 % 100 < 35, 0, h2 % 100 < 90, 1, h2 % 100 < 98, 2, 3) AS kind,
+    multiIf(kind = 0, 1 + h3 % 2, kind = 1, 2 + h3 % 7, kind = 2, 15 + h3 % 26, 1 + h3 % 3) AS session_length
+FROM numbers({max_sessions:UInt64})
+"""
+
+# How many sessions make exactly the requested number of events (the last one may be cut short).
+DEMO_SESSION_COUNT = f"""
+SELECT session_number, events_before
+FROM
+(
+    SELECT
+        session_number,
+        sum(session_length) OVER (ORDER BY session_number ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+            AS events_before
+    FROM ({DEMO_SESSIONS})
+)
+WHERE events_before < {{events:UInt64}}
+ORDER BY session_number DESC
+LIMIT 1
+"""
+
+INSERT_DEMO_EVENTS = f"""
+INSERT INTO events (uuid, event, properties, timestamp, team_id, distinct_id, person_id, `$session_id`)
+WITH
+    {{team_ids:Array(Int64)}} AS team_ids,
+    ['/', '/pricing', '/features', '/docs', '/docs/getting-started', '/blog', '/blog/launch-week',
+     '/signup', '/login', '/about', '/careers', '/changelog'] AS pathnames,
+    [('US', 'San Francisco', 'CA', 'California'), ('US', 'New York', 'NY', 'New York'),
+     ('GB', 'London', 'ENG', 'England'), ('DE', 'Berlin', 'BE', 'Berlin'),
+     ('BR', 'São Paulo', 'SP', 'São Paulo'), ('IN', 'Bengaluru', 'KA', 'Karnataka'),
+     ('FR', 'Paris', 'IDF', 'Île-de-France'), ('CA', 'Toronto', 'ON', 'Ontario')] AS places
+SELECT
+    reinterpretAsUUID(concat(reinterpretAsString(cityHash64({{seed:UInt64}}, session_number, event_index, 11)),
+                             reinterpretAsString(cityHash64({{seed:UInt64}}, session_number, event_index, 12))))
+        AS uuid,
+    multiIf(
+        kind = 3, '$autocapture',
+        event_index = 0, '$pageview',
+        event_index = session_length - 1 AND session_length > 1, '$pageleave',
+        cityHash64({{seed:UInt64}}, session_number, event_index, 13) % 3 = 0, '$autocapture',
+        '$pageview') AS event,
+    concat('{{',
+        '"$host":', toJSONString(host),
+        ',"$pathname":', toJSONString(pathname),
+        ',"$current_url":', toJSONString(concat('https://', host, pathname)),
+        ',"$referring_domain":', toJSONString(referring_domain),
+        ',"$device_type":', toJSONString(device_type),
+        ',"$browser":', toJSONString(browser),
+        ',"$os":', toJSONString(os),
+        ',"$viewport_width":', toString(viewport.1),
+        ',"$viewport_height":', toString(viewport.2),
+        if(has_utm, concat(
+            ',"utm_source":', toJSONString(utm_source),
+            ',"utm_medium":', toJSONString(utm_medium),
+            ',"utm_campaign":', toJSONString(utm_campaign),
+            ',"utm_term":', toJSONString(utm_term),
+            ',"utm_content":', toJSONString(utm_content)), ''),
+        if(has_gclid, concat(',"gclid":', toJSONString(hex(h3))), ''),
+        if(has_fbclid, concat(',"fbclid":', toJSONString(hex(h2))), ''),
+        ',"$geoip_country_code":', toJSONString(place.1),
+        ',"$geoip_city_name":', toJSONString(place.2),
+        ',"$geoip_subdivision_1_code":', toJSONString(place.3),
+        ',"$geoip_subdivision_1_name":', toJSONString(place.4),
+        ',"$session_id":', toJSONString(session_id),
+        '}}') AS properties,
+    session_start + toIntervalMillisecond(event_index * (gap_seconds * 1000 + 137)) AS timestamp,
+    team_id,
+    concat('user-', toString(team_id), '-', toString(person_number)) AS distinct_id,
+    reinterpretAsUUID(concat(reinterpretAsString(cityHash64({{seed:UInt64}}, team_id, person_number, 21)),
+                             reinterpretAsString(cityHash64({{seed:UInt64}}, team_id, person_number, 22))))
+        AS person_id,
+    session_id AS `$session_id`
+FROM
+(
+    SELECT
+        *,
+        team_ids[1 + (h1 % 6) % length(team_ids)] AS team_id,
+        cityHash64({{seed:UInt64}}, session_number, 4) AS h4,
+        cityHash64({{seed:UInt64}}, session_number, 5) AS h5,
+        multiIf(kind = 0, h3 % 20, kind = 1, 3 + h3 % 60, 30 + h3 % 150) AS gap_seconds,
+        -- Every session ends on the day it starts, so a day's demo events can be replaced on their own.
+        toDateTime64({{start_date:Date}}, 6, 'UTC')
+            + toIntervalDay(h4 % {{days:UInt32}})
+            + toIntervalSecond(h5 % (86400 - intDiv(session_length * (gap_seconds * 1000 + 137), 1000) - 1))
+            AS session_start,
+        h1 % greatest(1, intDiv({{max_sessions:UInt64}}, 3)) AS person_number,
+        toString(reinterpretAsUUID(concat(reinterpretAsString(h1), reinterpretAsString(h4)))) AS session_id,
+        if(team_id = team_ids[1] AND h5 % 5 = 0, 'docs.hogflix.com',
+           ['www.hogflix.com', 'shop.globex.io', 'blog.initech.dev', 'app.umbrella.co'][1 + team_id % 4]) AS host,
+        ['$direct', '$direct', 'www.google.com', 'news.ycombinator.com', 't.co', 'www.facebook.com',
+         'duckduckgo.com'][1 + h4 % 7] AS referring_domain,
+        ['Desktop', 'Desktop', 'Mobile', 'Mobile', 'Tablet'][1 + h5 % 5] AS device_type,
+        ['Chrome', 'Chrome', 'Safari', 'Firefox', 'Edge'][1 + bitShiftRight(h4, 8) % 5] AS browser,
+        multiIf(device_type = 'Desktop', ['Mac OS X', 'Windows', 'Linux'][1 + bitShiftRight(h5, 8) % 3],
+                ['iOS', 'Android'][1 + bitShiftRight(h5, 8) % 2]) AS os,
+        multiIf(device_type = 'Desktop', [(1920, 1080), (1440, 900), (1280, 720)][1 + bitShiftRight(h5, 16) % 3],
+                device_type = 'Mobile', [(390, 844), (412, 915)][1 + bitShiftRight(h5, 16) % 2],
+                (820, 1180)) AS viewport,
+        bitShiftRight(h4, 16) % 10 < 3 AS has_utm,
+        ['google', 'newsletter', 'twitter', 'facebook'][1 + bitShiftRight(h4, 24) % 4] AS utm_source,
+        ['cpc', 'email', 'social', 'social'][1 + bitShiftRight(h4, 24) % 4] AS utm_medium,
+        ['spring_sale', 'launch_week', 'brand'][1 + bitShiftRight(h4, 32) % 3] AS utm_campaign,
+        ['analytics', 'product analytics', ''][1 + bitShiftRight(h4, 40) % 3] AS utm_term,
+        ['ad_a', 'ad_b'][1 + bitShiftRight(h4, 48) % 2] AS utm_content,
+        has_utm AND utm_source = 'google' AND bitShiftRight(h5, 24) % 2 = 0 AS has_gclid,
+        has_utm AND utm_source = 'facebook' AND bitShiftRight(h5, 24) % 2 = 0 AS has_fbclid,
+        places[1 + bitShiftRight(h5, 32) % length(places)] AS place
+    FROM ({DEMO_SESSIONS})
+    WHERE session_number <= {{last_session:UInt64}}
+)
+ARRAY JOIN range(toUInt64(if(session_number = {{last_session:UInt64}}, {{last_session_length:UInt64}},
+                             session_length))) AS event_index
+ARRAY JOIN [if(event_index = 0 AND kind != 3, pathnames[1 + bitShiftRight(h1, 8) % 4],
+               pathnames[1 + cityHash64({{seed:UInt64}}, session_number, event_index, 14) % length(pathnames)])]
+    AS pathname
+"""
+
+DELETE_DEMO_DAY = """
+DELETE FROM events
+WHERE team_id IN {team_ids:Array(Int64)}
+  AND timestamp >= toDateTime64({day:Date}, 6, 'UTC')
+  AND timestamp < toDateTime64({day:Date} + 1, 6, 'UTC')
+"""
+
+
+def create_events_table(client: ClickHouseClient) -> None:
+    """Create the ``events`` table if it does not exist (idempotent)."""
+    client.command(CREATE_EVENTS_TABLE)
+
+
+def generate_demo_events(
+    client: ClickHouseClient,
+    *,
+    start_date: date,
+    days: int,
+    events: int,
+    seed: int = 42,
+    team_ids: Sequence[int] = DEMO_TEAM_IDS,
+) -> int:
+    """Insert exactly ``events`` demo events spread over ``days`` days from ``start_date``; returns the count.
+
+    Sessions of ``$pageview``, ``$autocapture`` and ``$pageleave`` with realistic web properties; some
+    bounce (some just under, some just over 10 seconds), some are long, a few have no pageview at all.
+    The same arguments always insert the same rows.
+    """
+    if not MIN_DEMO_EVENTS <= events <= MAX_DEMO_EVENTS:
+        raise ValueError(f"events must be between {MIN_DEMO_EVENTS} and {MAX_DEMO_EVENTS:,}, got {events:,}")
+    if days < 1:
+        raise ValueError(f"days must be at least 1, got {days}")
+    if not team_ids:
+        raise ValueError("team_ids must name at least one team")
+    create_events_table(client)
+    # Sessions average about five events: twice the requested events is always enough sessions.
+    params = {"seed": seed, "max_sessions": events + 16, "events": events}
+    boundary = client.query_rows(DEMO_SESSION_COUNT, params)[0]
+    last_session, events_before = boundary["session_number"], boundary["events_before"]
+    client.command(
+        INSERT_DEMO_EVENTS,
+        {
+            **params,
+            "team_ids": list(team_ids),
+            "start_date": start_date,
+            "days": days,
+            "last_session": last_session,
+            "last_session_length": events - events_before,
+        },
+        settings={"output_format_json_escape_forward_slashes": 0},
+    )
+    return events
+
+
+DEMO_START_DATE = "2024-01-01"
+DEMO_EVENTS_PARTITIONS = DailyPartitionsDefinition(start_date=DEMO_START_DATE, end_offset=1)
+
+
+class DemoEventsConfig(Config):
+    events_per_day: int = Field(
+        default=20_000, ge=MIN_DEMO_EVENTS, le=MAX_DEMO_EVENTS, description="Demo events to write for the day."
+    )
+    seed: int = Field(default=42, ge=0, description="Seed of the generator: same seed, same events.")
+
+
+@asset(
+    partitions_def=DEMO_EVENTS_PARTITIONS,
+    kinds={"clickhouse"},
+    tags=JobOwners.TEAM_PLATFORM.tags(),
+    retry_policy=CLICKHOUSE_RETRY_POLICY,
+    group_name="demo",
+)
+def demo_events(
+    context: AssetExecutionContext, config: DemoEventsConfig, clickhouse: ClickHouseResource
+) -> MaterializeResult:
+    """Demo web traffic of the demo teams for one day in the raw ``events`` table, for local development.
+
+    Re-running a day replaces that day's demo events (other teams' events are never touched).
+    """
+    day = date.fromisoformat(context.partition_key)
+    day_seed = config.seed * 1_000_003 + day.toordinal()
+    with clickhouse.get_client(context) as client:
+        create_events_table(client)
+        client.command(DELETE_DEMO_DAY, {"team_ids": list(DEMO_TEAM_IDS), "day": day})
+        written = generate_demo_events(
+            client, start_date=day, days=1, events=config.events_per_day, seed=day_seed, team_ids=DEMO_TEAM_IDS
+        )
+        per_event = client.query_rows(
+            "SELECT event, count() AS events, uniqExact(`$session_id`) AS sessions FROM events "
+            "WHERE team_id IN {team_ids:Array(Int64)} AND toDate(timestamp) = {day:Date} GROUP BY event ORDER BY event",
+            {"team_ids": list(DEMO_TEAM_IDS), "day": day},
+        )
+    return MaterializeResult(
+        metadata={
+            "rows_written": written,
+            "date": day.isoformat(),
+            "teams": list(DEMO_TEAM_IDS),
+            "events_by_type": {row["event"]: row["events"] for row in per_event},
+        }
+    )
+
+
+def recent_days(days: int, until: date | None = None) -> list[date]:
+    """The ``days`` days up to and including ``until`` (default: yesterday), oldest first."""
+    last = until or date.today() - timedelta(days=1)
+    return [last - timedelta(days=offset) for offset in range(days - 1, -1, -1)]

