@@ -21,11 +21,9 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse, urlunparse
 
-import pandas as pd
-import pyarrow as pa
 from dagster import (
     Backoff,
     ConfigurableResource,
@@ -36,6 +34,10 @@ from dagster import (
     get_dagster_logger,
 )
 from pydantic import Field, PrivateAttr
+
+if TYPE_CHECKING:  # pandas and pyarrow load only when used: they would double a code server's start time
+    import pandas as pd
+    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -99,6 +101,9 @@ class Settings:
     web_analytics_start_date: str
     web_preaggregated_max_partitions_per_run: int
     exchange_rate_start_date: str
+    slack_token_configured: bool  # SLACK_BOT_TOKEN is set (the token itself is read through EnvVar only)
+    slack_default_channel: str
+    dagster_webserver_url: str
 
     @property
     def local_clickhouse_url(self) -> str:
@@ -137,6 +142,9 @@ def load_settings() -> Settings:
         web_analytics_start_date=_env_date("WEB_ANALYTICS_START_DATE", "2024-01-01"),
         web_preaggregated_max_partitions_per_run=_env_int("DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN", 1),
         exchange_rate_start_date=_env_date("EXCHANGE_RATE_START_DATE", "2025-01-01"),
+        slack_token_configured=bool(os.environ.get("SLACK_BOT_TOKEN", "").strip()),
+        slack_default_channel=os.environ.get("SLACK_DEFAULT_CHANNEL", "").strip() or "#data-alerts",
+        dagster_webserver_url=(os.environ.get("DAGSTER_WEBSERVER_URL", "").strip() or "http://localhost:3000").rstrip("/"),
     )
 
 
@@ -370,6 +378,8 @@ class _NativeBackend:
         return rows
 
     def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> pa.Table:
+        import pyarrow as pa
+
         with self.query_arrow_stream(sql, parameters, settings) as batches:
             batch_list = list(batches)
         if not batch_list:
@@ -385,6 +395,8 @@ class _NativeBackend:
         )
 
         def batches(batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+            import pyarrow as pa
+
             names: list[str] | None = None
             chunk: list[tuple] = []
             for item in rows:
@@ -406,6 +418,8 @@ class _NativeBackend:
         return data.num_rows
 
     def insert_df(self, table: str, data: pd.DataFrame, settings: dict[str, Any]) -> int:
+        import pyarrow as pa
+
         return self.insert_arrow(table, pa.Table.from_pandas(data, preserve_index=False), settings)
 
     def close(self) -> None:

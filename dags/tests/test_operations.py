@@ -1,0 +1,272 @@
+"""Operations: failure alerts reach the owning team's Slack channel, and run transitions land in ClickHouse.
+
+Runs here are real (executed on a throwaway instance); the sensors are evaluated on their real events.
+A local HTTP server stands in for Slack's Web API.
+"""
+
+import json
+from collections.abc import Iterator
+from urllib.parse import parse_qs
+
+import pytest
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    ExecuteInProcessResult,
+    Failure,
+    JobDefinition,
+    OpExecutionContext,
+    build_run_status_sensor_context,
+    job,
+    op,
+)
+
+from dags.common import ClickHouseClient, ClickHouseResource, JobOwners, _EmbeddedEngineLock
+from dags.operations import (
+    CONSECUTIVE_FAILURES_TAG,
+    DISABLE_SLACK_NOTIFICATIONS_TAG,
+    SlackAlertsResource,
+    run_status_sensors,
+    slack_alerts_from_env,
+    slack_on_run_failure,
+)
+from dags.tests.conftest import HttpApi, Reply
+
+TOKEN = "xoxb-test-token-123"
+
+
+def make_job(name: str, owner: JobOwners | None, tags: dict[str, str] | None = None) -> JobDefinition:
+    """A job whose step fails when run with the tag ``fail=yes``, like a source that is sometimes down."""
+
+    @op(name=f"{name}_load_rates")
+    def load_rates(context: OpExecutionContext) -> None:
+        if context.run.tags.get("fail") == "yes":
+            raise Failure(description="The rates API answered 503 Service Unavailable; retry later.")
+
+    @job(name=name, tags={**(owner.tags() if owner else {}), **(tags or {})})
+    def the_job() -> None:
+        load_rates()
+
+    return the_job
+
+
+def run(job_def: JobDefinition, instance: DagsterInstance, fail: bool, **tags: str) -> ExecuteInProcessResult:
+    return job_def.execute_in_process(
+        instance=instance, raise_on_error=False, tags={"fail": "yes" if fail else "no", **tags}
+    )
+
+
+@pytest.fixture
+def slack_api(http_api: HttpApi) -> Iterator[HttpApi]:
+    http_api.route("POST", "/api/chat.postMessage", Reply(200, {"ok": True, "channel": "C123", "ts": "1.0"}))
+    yield http_api
+
+
+def slack(api: HttpApi, token: str = TOKEN) -> SlackAlertsResource:
+    return SlackAlertsResource(
+        token=token, base_url=f"{api.url}/api/", default_channel="#data-alerts", webserver_url="http://dagster.test"
+    )
+
+
+def evaluate_failure_sensor(result: ExecuteInProcessResult, instance: DagsterInstance, resource: SlackAlertsResource):
+    context = build_run_status_sensor_context(
+        sensor_name=slack_on_run_failure.name,
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"slack": resource},
+    ).for_run_failure()
+    slack_on_run_failure(context)
+
+
+def posted_messages(api: HttpApi) -> list[dict]:
+    messages = []
+    for request in api.requests_to("/api/chat.postMessage"):
+        assert request.headers.get("Authorization") == f"Bearer {TOKEN}"
+        body = request.body.decode()
+        try:
+            messages.append(json.loads(body))
+        except json.JSONDecodeError:
+            messages.append({key: values[0] for key, values in parse_qs(body).items()})
+    return messages
+
+
+# --- Failure alerts --------------------------------------------------------------------------------------
+
+
+def test_failed_run_alerts_the_owner_channel_with_steps_error_and_link(
+    slack_api: HttpApi, dagster_instance: DagsterInstance
+) -> None:
+    rates_job = make_job("rates_job", JobOwners.TEAM_REVENUE_ANALYTICS)
+    result = run(rates_job, dagster_instance, fail=True)
+    assert not result.success
+
+    evaluate_failure_sensor(result, dagster_instance, slack(slack_api))
+
+    [message] = posted_messages(slack_api)
+    assert message["channel"] == "#alerts-revenue-analytics"
+    text = message["text"]
+    assert "Job rates_job" in text
+    assert "rates_job_load_rates" in text  # the failed step
+    assert "503 Service Unavailable" in text  # the error summary
+    assert f"http://dagster.test/runs/{result.run_id}" in text
+    blocks = message["blocks"] if isinstance(message["blocks"], list) else json.loads(message["blocks"])
+    assert f"http://dagster.test/runs/{result.run_id}" in json.dumps(blocks)
+
+
+def test_runs_without_a_known_owner_alert_the_default_channel(
+    slack_api: HttpApi, dagster_instance: DagsterInstance
+) -> None:
+    result = run(make_job("adhoc_job", owner=None), dagster_instance, fail=True)
+    evaluate_failure_sensor(result, dagster_instance, slack(slack_api))
+    assert [message["channel"] for message in posted_messages(slack_api)] == ["#data-alerts"]
+
+
+def test_an_unreachable_team_channel_falls_back_to_the_default_channel(
+    http_api: HttpApi, dagster_instance: DagsterInstance
+) -> None:
+    http_api.route(
+        "POST",
+        "/api/chat.postMessage",
+        Reply(200, {"ok": False, "error": "channel_not_found"}),
+        Reply(200, {"ok": True, "channel": "C999", "ts": "2.0"}),
+    )
+    result = run(make_job("exports_job", JobOwners.TEAM_DATA_EXPORTS), dagster_instance, fail=True)
+    evaluate_failure_sensor(result, dagster_instance, slack(http_api))
+    messages = posted_messages(http_api)
+    assert [message["channel"] for message in messages] == ["#alerts-data-exports", "#data-alerts"]
+    assert "could not post to #alerts-data-exports: channel_not_found" in messages[1]["text"]
+
+
+def test_runs_tagged_disable_slack_notifications_do_not_alert(
+    slack_api: HttpApi, dagster_instance: DagsterInstance
+) -> None:
+    quiet_job = make_job("quiet_job", JobOwners.TEAM_WEB_ANALYTICS)
+    result = run(quiet_job, dagster_instance, fail=True, **{DISABLE_SLACK_NOTIFICATIONS_TAG: "true"})
+    evaluate_failure_sensor(result, dagster_instance, slack(slack_api))
+    assert posted_messages(slack_api) == []
+
+    loud = run(quiet_job, dagster_instance, fail=True)
+    evaluate_failure_sensor(loud, dagster_instance, slack(slack_api))
+    assert [message["channel"] for message in posted_messages(slack_api)] == ["#alerts-web-analytics"]
+
+
+def test_a_job_alerts_only_after_its_threshold_of_failures_in_a_row(
+    slack_api: HttpApi, dagster_instance: DagsterInstance
+) -> None:
+    flaky_job = make_job("flaky_job", JobOwners.TEAM_WEB_ANALYTICS, tags={CONSECUTIVE_FAILURES_TAG: "2"})
+    resource = slack(slack_api)
+
+    first = run(flaky_job, dagster_instance, fail=True)
+    evaluate_failure_sensor(first, dagster_instance, resource)
+    assert posted_messages(slack_api) == [], "one failure is below the threshold of 2"
+
+    second = run(flaky_job, dagster_instance, fail=True)
+    evaluate_failure_sensor(second, dagster_instance, resource)
+    [message] = posted_messages(slack_api)
+    assert second.run_id in message["text"] and "2 failed runs in a row" in message["text"]
+
+    assert run(flaky_job, dagster_instance, fail=False).success  # a success resets the streak
+    third = run(flaky_job, dagster_instance, fail=True)
+    evaluate_failure_sensor(third, dagster_instance, resource)
+    assert len(posted_messages(slack_api)) == 1
+
+    # Re-evaluating an older failure counts only the runs up to it, not the ones after it.
+    evaluate_failure_sensor(first, dagster_instance, resource)
+    assert len(posted_messages(slack_api)) == 1
+
+
+def test_without_a_token_the_alert_goes_to_the_log(
+    slack_api: HttpApi, dagster_instance: DagsterInstance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(make_job("local_job", JobOwners.TEAM_PLATFORM), dagster_instance, fail=True)
+    evaluate_failure_sensor(result, dagster_instance, slack(slack_api, token=""))
+    assert slack_api.requests == []
+    logged = capsys.readouterr().err
+    assert "SLACK_BOT_TOKEN is not set" in logged and "#alerts-data-platform" in logged
+    assert "local_job_load_rates" in logged and result.run_id in logged
+
+
+def test_the_slack_token_comes_from_the_environment_and_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("SLACK_DEFAULT_CHANNEL", "#oncall")
+    resource = slack_alerts_from_env()
+    assert resource.default_channel == "#oncall"
+    assert TOKEN not in repr(resource.model_dump())  # an EnvVar, resolved only when the sensor runs
+
+    monkeypatch.setenv("DEBUG", "1")
+    assert not slack_alerts_from_env().enabled  # DEBUG keeps alerts in the log
+
+
+# --- Run status metrics ----------------------------------------------------------------------------------
+
+STATUS_EVENTS = {
+    DagsterRunStatus.STARTED: DagsterEventType.RUN_START,
+    DagsterRunStatus.SUCCESS: DagsterEventType.RUN_SUCCESS,
+    DagsterRunStatus.FAILURE: DagsterEventType.RUN_FAILURE,
+    DagsterRunStatus.CANCELED: DagsterEventType.RUN_CANCELED,
+}
+
+
+def evaluate_status_sensors(instance: DagsterInstance, run_id: str, clickhouse: ClickHouseResource) -> None:
+    """Evaluate each status sensor on the run's real events, as the daemon would."""
+    dagster_run = instance.get_run_by_id(run_id)
+    assert dagster_run is not None
+    for sensor in run_status_sensors:
+        status = DagsterRunStatus(sensor.name.removeprefix("run_status_").upper())
+        events = [
+            record.event_log_entry.dagster_event
+            for record in instance.get_records_for_run(run_id, of_type=STATUS_EVENTS[status]).records
+        ]
+        for event in events:
+            sensor(
+                build_run_status_sensor_context(
+                    sensor_name=sensor.name,
+                    dagster_event=event,
+                    dagster_instance=instance,
+                    dagster_run=dagster_run,
+                    resources={"clickhouse": clickhouse},
+                )
+            )
+
+
+def status_rows(ch: ClickHouseClient) -> list[dict]:
+    return ch.query_rows(
+        "SELECT run_id, job, location, owner, status, time FROM dagster_run_status FINAL ORDER BY time, status"
+    )
+
+
+def test_every_run_transition_is_recorded_in_clickhouse(
+    dagster_instance: DagsterInstance, clickhouse: ClickHouseResource
+) -> None:
+    metrics_job = make_job("metrics_job", JobOwners.TEAM_WEB_ANALYTICS)
+    succeeded = run(metrics_job, dagster_instance, fail=False)
+    failed = run(metrics_job, dagster_instance, fail=True)
+    canceled = dagster_instance.create_run_for_job(metrics_job, tags=JobOwners.TEAM_WEB_ANALYTICS.tags())
+    dagster_instance.report_run_canceling(canceled)
+    dagster_instance.report_run_canceled(canceled)
+
+    for run_id in (succeeded.run_id, failed.run_id, canceled.run_id):
+        evaluate_status_sensors(dagster_instance, run_id, clickhouse)
+        # The sensors opened the embedded engine only for their write, and closed it again.
+        assert _EmbeddedEngineLock._held == {}
+
+    with clickhouse.get_client() as ch:
+        rows = status_rows(ch)
+        by_run = {}
+        for row in rows:
+            by_run.setdefault(row["run_id"], []).append(row["status"])
+        assert by_run == {
+            succeeded.run_id: ["STARTED", "SUCCESS"],
+            failed.run_id: ["STARTED", "FAILURE"],
+            canceled.run_id: ["CANCELED"],
+        }
+        assert {(row["job"], row["owner"]) for row in rows} == {("metrics_job", "team-web-analytics")}
+        record = dagster_instance.get_run_record_by_id(succeeded.run_id)
+        success_row = next(r for r in rows if r["run_id"] == succeeded.run_id and r["status"] == "SUCCESS")
+        assert abs(success_row["time"].timestamp() - record.end_time) < 0.01
+
+        # A retried sensor tick writes the same transition again: the table still holds it once.
+        evaluate_status_sensors(dagster_instance, succeeded.run_id, clickhouse)
+        assert len([r for r in status_rows(ch) if r["run_id"] == succeeded.run_id]) == 2
