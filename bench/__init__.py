@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` prints figures and ratios measured side by side in one run."""
