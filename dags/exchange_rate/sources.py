@@ -181,7 +181,9 @@ class ExchangeRateSource(ConfigurableResource):
     Example:
         .. code-block:: python
 
-            source = ExchangeRateSource(source="openexchangerates", open_exchange_rates_app_id=EnvVar("OPEN_EXCHANGE_RATES_APP_ID"))
+            source = ExchangeRateSource(
+                source="openexchangerates", open_exchange_rates_app_id=EnvVar("OPEN_EXCHANGE_RATES_APP_ID")
+            )
             days = source.fetch(date(2024, 3, 15), date(2024, 3, 17))   # three DayRates, per 1 USD
     """
 
@@ -190,7 +192,7 @@ class ExchangeRateSource(ConfigurableResource):
     )
     ecb_url: str = Field(
         default="https://www.ecb.europa.eu/stats/eurofxref",
-        description="Folder of the ECB's eurofxref-hist-90d.xml and eurofxref-hist.xml, for days after the offline copy.",
+        description="Folder of the ECB's eurofxref-hist-90d.xml and eurofxref-hist.xml (days after the offline copy).",
     )
     open_exchange_rates_url: str = Field(
         default="https://openexchangerates.org/api", description="Base URL of the Open Exchange Rates API."
@@ -198,7 +200,7 @@ class ExchangeRateSource(ConfigurableResource):
     open_exchange_rates_app_id: str | None = Field(
         default=None, description="Open Exchange Rates App ID; pass EnvVar('OPEN_EXCHANGE_RATES_APP_ID')."
     )
-    max_attempts: int = Field(default=5, ge=1, description="Tries per HTTP request on 429, 5xx and dropped connections.")
+    max_attempts: int = Field(default=5, ge=1, description="Tries per request on 429, 5xx and dropped connections.")
     retry_base_delay_seconds: float = Field(
         default=1.0, ge=0, description="First pause before a retry; doubles each time, with jitter."
     )
@@ -266,8 +268,9 @@ class ExchangeRateSource(ConfigurableResource):
         app_id = self.open_exchange_rates_app_id
         if not app_id or not app_id.strip():
             raise ExchangeRateSourceError(
-                "OPEN_EXCHANGE_RATES_APP_ID is not set: create an App ID at https://openexchangerates.org/account/app-ids "
-                "and set it in the code location's environment, or set EXCHANGE_RATE_SOURCE=ecb (no key needed). "
+                "OPEN_EXCHANGE_RATES_APP_ID is not set: create an App ID at "
+                "https://openexchangerates.org/account/app-ids and set it in the code location's environment, "
+                "or set EXCHANGE_RATE_SOURCE=ecb (no key needed). "
                 "Nothing was written."
             )
         days = []
@@ -361,7 +364,9 @@ def exchange_rate_source_from_env(settings: Settings | None = None) -> ExchangeR
         source=settings.exchange_rate_source,
         ecb_url=settings.exchange_rate_ecb_url,
         open_exchange_rates_url=settings.open_exchange_rates_url,
-        open_exchange_rates_app_id=EnvVar("OPEN_EXCHANGE_RATES_APP_ID") if settings.open_exchange_rates_app_id_configured else None,
+        open_exchange_rates_app_id=(
+            EnvVar("OPEN_EXCHANGE_RATES_APP_ID") if settings.open_exchange_rates_app_id_configured else None
+        ),
     )
 
 
@@ -383,6 +388,8 @@ def summarize(days: Iterable[DayRates]) -> dict[str, Any]:
     if carried:
         # Days without a publication of their own show the rates of the day they were published on.
         shown = dict(list(carried.items())[:31])
-        summary["carried_forward_from"] = shown if len(shown) == len(carried) else {**shown, "...": f"{len(carried)} days"}
+        if len(shown) < len(carried):
+            shown["..."] = f"{len(carried)} days in all"
+        summary["carried_forward_from"] = shown
     get_dagster_logger().debug(f"exchange rates: {summary}")
     return summary

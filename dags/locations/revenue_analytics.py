@@ -2,7 +2,12 @@
 
 from dagster import Definitions
 
-from dags.exchange_rate import exchange_rate_assets, exchange_rate_jobs, exchange_rate_resources, exchange_rate_schedules
+from dags.exchange_rate import (
+    exchange_rate_assets,
+    exchange_rate_jobs,
+    exchange_rate_resources,
+    exchange_rate_schedules,
+)
 from dags.locations import shared_executor, shared_resources
 
 defs = Definitions(
