@@ -84,6 +84,13 @@ def _env_date(name: str, default: str) -> str:
         raise ValueError(f"{name} must be a date like 2024-01-01, got {raw!r}") from error
 
 
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the project reads from the environment, read in one place.
@@ -101,6 +108,10 @@ class Settings:
     web_analytics_start_date: str
     web_preaggregated_max_partitions_per_run: int
     exchange_rate_start_date: str
+    exchange_rate_source: str  # ecb or openexchangerates
+    exchange_rate_ecb_url: str
+    open_exchange_rates_url: str
+    open_exchange_rates_app_id_configured: bool  # the App ID itself is read through EnvVar only
     slack_token_configured: bool  # SLACK_BOT_TOKEN is set (the token itself is read through EnvVar only)
     slack_default_channel: str
     dagster_webserver_url: str
@@ -141,7 +152,13 @@ def load_settings() -> Settings:
         export_destination_url=os.environ.get("EXPORT_DESTINATION_URL", "").strip() or None,
         web_analytics_start_date=_env_date("WEB_ANALYTICS_START_DATE", "2024-01-01"),
         web_preaggregated_max_partitions_per_run=_env_int("DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN", 1),
-        exchange_rate_start_date=_env_date("EXCHANGE_RATE_START_DATE", "2025-01-01"),
+        exchange_rate_start_date=_env_date("EXCHANGE_RATE_START_DATE", "1999-01-04"),
+        exchange_rate_source=_env_choice("EXCHANGE_RATE_SOURCE", ("ecb", "openexchangerates")),
+        exchange_rate_ecb_url=os.environ.get("EXCHANGE_RATE_ECB_URL", "").strip()
+        or "https://www.ecb.europa.eu/stats/eurofxref",
+        open_exchange_rates_url=os.environ.get("OPEN_EXCHANGE_RATES_URL", "").strip()
+        or "https://openexchangerates.org/api",
+        open_exchange_rates_app_id_configured=bool(os.environ.get("OPEN_EXCHANGE_RATES_APP_ID", "").strip()),
         slack_token_configured=bool(os.environ.get("SLACK_BOT_TOKEN", "").strip()),
         slack_default_channel=os.environ.get("SLACK_DEFAULT_CHANNEL", "").strip() or "#data-alerts",
         dagster_webserver_url=(os.environ.get("DAGSTER_WEBSERVER_URL", "").strip() or "http://localhost:3000").rstrip("/"),
