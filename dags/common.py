@@ -107,6 +107,8 @@ class Settings:
     export_destination_url: str | None
     web_analytics_start_date: str
     web_preaggregated_max_partitions_per_run: int
+    web_analytics_yesterday_cron: str  # the schedule of yesterday's web analytics partition
+    web_analytics_today_cron: str  # the schedule of today's web analytics partition
     exchange_rate_start_date: str
     exchange_rate_source: str  # ecb or openexchangerates
     exchange_rate_ecb_url: str
@@ -152,6 +154,8 @@ def load_settings() -> Settings:
         export_destination_url=os.environ.get("EXPORT_DESTINATION_URL", "").strip() or None,
         web_analytics_start_date=_env_date("WEB_ANALYTICS_START_DATE", "2024-01-01"),
         web_preaggregated_max_partitions_per_run=_env_int("DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN", 1),
+        web_analytics_yesterday_cron=os.environ.get("WEB_ANALYTICS_YESTERDAY_CRON", "").strip() or "15 0 * * *",
+        web_analytics_today_cron=os.environ.get("WEB_ANALYTICS_TODAY_CRON", "").strip() or "*/20 * * * *",
         exchange_rate_start_date=_env_date("EXCHANGE_RATE_START_DATE", "1999-01-04"),
         exchange_rate_source=_env_choice("EXCHANGE_RATE_SOURCE", ("ecb", "openexchangerates")),
         exchange_rate_ecb_url=os.environ.get("EXCHANGE_RATE_ECB_URL", "").strip()

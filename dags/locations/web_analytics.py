@@ -3,9 +3,12 @@
 from dagster import Definitions
 
 from dags.locations import shared_executor, shared_resources
+from dags.web_preaggregated import WEB_ANALYTICS_ASSETS, WEB_ANALYTICS_SCHEDULES, web_analytics_daily_job
 
 defs = Definitions(
-    assets=[],
+    assets=WEB_ANALYTICS_ASSETS,
+    jobs=[web_analytics_daily_job],
+    schedules=WEB_ANALYTICS_SCHEDULES,
     resources=shared_resources(),
     executor=shared_executor(),
 )

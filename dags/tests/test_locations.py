@@ -13,7 +13,11 @@ from dags.common import PROJECT_ROOT, JobOwners
 EXPECTED = {
     "shared": {"assets": {"demo_events"}, "jobs": set(), "schedules": set()},
     "revenue_analytics": {"assets": set(), "jobs": set(), "schedules": set()},
-    "web_analytics": {"assets": set(), "jobs": set(), "schedules": set()},
+    "web_analytics": {
+        "assets": {"web_pre_aggregated_stats", "web_pre_aggregated_bounces"},
+        "jobs": {"web_analytics_daily_job"},
+        "schedules": {"web_analytics_yesterday_schedule", "web_analytics_today_schedule"},
+    },
     "data_exports": {"assets": set(), "jobs": set(), "schedules": set()},
 }
 
