@@ -105,6 +105,10 @@ class Settings:
     clickhouse_url: str | None
     clickhouse_cluster: str | None
     export_destination_url: str | None
+    export_write_method: str  # stream or clickhouse (S3 only: ClickHouse writes with s3())
+    export_clickhouse_s3_endpoint_url: str | None  # the S3 endpoint as the ClickHouse server reaches it
+    export_start_date: str
+    export_max_partitions_per_run: int
     web_analytics_start_date: str
     web_preaggregated_max_partitions_per_run: int
     web_analytics_yesterday_cron: str  # the schedule of yesterday's web analytics partition
@@ -152,6 +156,10 @@ def load_settings() -> Settings:
         clickhouse_url=os.environ.get("CLICKHOUSE_URL", "").strip() or None,
         clickhouse_cluster=os.environ.get("CLICKHOUSE_CLUSTER", "").strip() or None,
         export_destination_url=os.environ.get("EXPORT_DESTINATION_URL", "").strip() or None,
+        export_write_method=_env_choice("EXPORT_WRITE_METHOD", ("stream", "clickhouse")),
+        export_clickhouse_s3_endpoint_url=os.environ.get("EXPORT_CLICKHOUSE_S3_ENDPOINT_URL", "").strip() or None,
+        export_start_date=_env_date("EXPORT_START_DATE", "2024-01-01"),
+        export_max_partitions_per_run=_env_int("EXPORT_MAX_PARTITIONS_PER_RUN", 7),
         web_analytics_start_date=_env_date("WEB_ANALYTICS_START_DATE", "2024-01-01"),
         web_preaggregated_max_partitions_per_run=_env_int("DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN", 1),
         web_analytics_yesterday_cron=os.environ.get("WEB_ANALYTICS_YESTERDAY_CRON", "").strip() or "15 0 * * *",

@@ -6,6 +6,7 @@ from typing import Any
 from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
 
 from dags.common import clickhouse_resource_from_env, load_settings
+from dags.exports import export_destination_from_env
 from dags.operations import slack_alerts_from_env
 
 
@@ -18,6 +19,7 @@ def shared_resources() -> dict[str, Any]:
     settings = load_settings()
     return {
         "clickhouse": clickhouse_resource_from_env(settings),
+        "export_destination": export_destination_from_env(settings),
         "slack": slack_alerts_from_env(settings),
     }
 

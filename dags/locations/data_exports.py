@@ -2,10 +2,13 @@
 
 from dagster import Definitions
 
+from dags.exports import EXPORT_ASSETS, EXPORT_JOBS, EXPORT_SCHEDULES
 from dags.locations import shared_executor, shared_resources
 
 defs = Definitions(
-    assets=[],
+    assets=EXPORT_ASSETS,
+    jobs=EXPORT_JOBS,
+    schedules=EXPORT_SCHEDULES,
     resources=shared_resources(),
     executor=shared_executor(),
 )

@@ -18,7 +18,11 @@ EXPECTED = {
         "jobs": {"web_analytics_daily_job"},
         "schedules": {"web_analytics_yesterday_schedule", "web_analytics_today_schedule"},
     },
-    "data_exports": {"assets": set(), "jobs": set(), "schedules": set()},
+    "data_exports": {
+        "assets": {"events_export"},
+        "jobs": {"events_export_job"},
+        "schedules": {"events_export_daily_schedule"},
+    },
 }
 
 
