@@ -68,6 +68,16 @@ from dags.common import (
     load_settings,
     server_message,
 )
+from dags.events import create_events_table
+from dags.web_preaggregated import (
+    BOUNCES_TABLE,
+    DIMENSIONS,
+    STATS_TABLE,
+    WEB_ANALYTICS_DAILY_PARTITIONS,
+    create_web_preaggregated_tables,
+    web_pre_aggregated_bounces,
+    web_pre_aggregated_stats,
+)
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "_manifest.json"
@@ -101,16 +111,67 @@ ORDER BY team_id, timestamp, uuid
 """
 
 
+_DIMENSIONS = ", ".join(DIMENSIONS)
+
+# A pre-aggregate's rows for the day with its aggregate states merged into plain numbers: rows of the same
+# key not yet merged by the AggregatingMergeTree are combined here. Hours become DateTime64(3) because
+# Parquet has no seconds unit (the Arrow output of a DateTime would otherwise be a bare integer).
+WEB_STATS_EXPORT_QUERY = f"""
+SELECT * REPLACE (toDateTime64(period_bucket, 3, 'UTC') AS period_bucket)
+FROM
+(
+    SELECT
+        team_id,
+        period_bucket,
+        {_DIMENSIONS},
+        pathname,
+        uniqMerge(persons_uniq_state) AS persons,
+        uniqMerge(sessions_uniq_state) AS sessions,
+        sumMerge(pageviews_count_state) AS pageviews
+    FROM {STATS_TABLE}
+    WHERE toDate(period_bucket) = {{day:Date}}
+    GROUP BY team_id, period_bucket, {_DIMENSIONS}, pathname
+)
+ORDER BY ALL
+"""
+
+WEB_BOUNCES_EXPORT_QUERY = f"""
+SELECT * REPLACE (toDateTime64(period_bucket, 3, 'UTC') AS period_bucket)
+FROM
+(
+    SELECT
+        team_id,
+        period_bucket,
+        {_DIMENSIONS},
+        entry_pathname,
+        end_pathname,
+        uniqMerge(persons_uniq_state) AS persons,
+        uniqMerge(sessions_uniq_state) AS sessions,
+        sumMerge(pageviews_count_state) AS pageviews,
+        sumMerge(bounces_count_state) AS bounces,
+        sumMerge(total_session_duration_state) AS total_session_duration,
+        sumMerge(total_session_count_state) AS total_session_count
+    FROM {BOUNCES_TABLE}
+    WHERE toDate(period_bucket) = {{day:Date}}
+    GROUP BY team_id, period_bucket, {_DIMENSIONS}, entry_pathname, end_pathname
+)
+ORDER BY ALL
+"""
+
+
 @dataclass(frozen=True)
 class ExportDataset:
-    """A dataset exported one day at a time: its folder name (a contract) and the day's SELECT."""
+    """A dataset exported one day at a time: its folder name (a contract), the day's SELECT, and how to
+    create its source table when missing (so a fresh install exports empty days instead of failing)."""
 
     name: str
     query: str  # takes the bound parameter {day:Date}
-    source_table: str
+    create_source: Callable[[ClickHouseClient], None]
 
 
-EVENTS_DATASET = ExportDataset(name="events", query=EVENTS_EXPORT_QUERY, source_table="events")
+EVENTS_DATASET = ExportDataset("events", EVENTS_EXPORT_QUERY, create_events_table)
+WEB_STATS_DATASET = ExportDataset(STATS_TABLE, WEB_STATS_EXPORT_QUERY, create_web_preaggregated_tables)
+WEB_BOUNCES_DATASET = ExportDataset(BOUNCES_TABLE, WEB_BOUNCES_EXPORT_QUERY, create_web_preaggregated_tables)
 
 
 def day_folder(dataset: str, day: date) -> str:
@@ -689,6 +750,7 @@ def export_day(
         endpoint = resource.clickhouse_s3_endpoint_url or destination.client.meta.endpoint_url
         statement = (CLICKHOUSE_S3_INSERT_WITH_TOKEN if token else CLICKHOUSE_S3_INSERT) + dataset.query
         with client_factory() as client:
+            dataset.create_source(client)
             client.command(
                 statement,
                 {
@@ -712,6 +774,7 @@ def export_day(
         try:
             with client_factory() as client:
                 client_typed: ClickHouseClient = client
+                dataset.create_source(client_typed)
                 with client_typed.query_arrow_stream(
                     dataset.query, parameters, settings={"max_block_size": resource.batch_rows}
                 ) as batches:
@@ -863,6 +926,63 @@ events_export_daily_schedule = build_schedule_from_partitioned_job(
     events_export_job, name="events_export_daily_schedule", hour_of_day=2, minute_of_hour=0
 )
 
-EXPORT_ASSETS: list[AssetsDefinition] = [events_export]
-EXPORT_JOBS = [events_export_job]
-EXPORT_SCHEDULES = [events_export_daily_schedule]
+# The pre-aggregates' days up to yesterday (their own partitions include today, which is still changing).
+WEB_PRE_AGGREGATED_EXPORT_PARTITIONS = DailyPartitionsDefinition(
+    start_date=WEB_ANALYTICS_DAILY_PARTITIONS.start, timezone="UTC"
+)
+
+
+@asset(
+    deps=[web_pre_aggregated_stats],
+    partitions_def=WEB_PRE_AGGREGATED_EXPORT_PARTITIONS,
+    backfill_policy=EXPORT_BACKFILL_POLICY,
+    kinds={"clickhouse", "parquet"},
+    tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+    retry_policy=EXTERNAL_API_RETRY_POLICY,
+    group_name="exports",
+)
+def web_pre_aggregated_stats_export(
+    context: AssetExecutionContext, clickhouse: ClickHouseResource, export_destination: ExportDestination
+) -> MaterializeResult:
+    """The day's web traffic per team, hour, pathname and visitor dimensions, with plain numbers
+    (``persons``, ``sessions``, ``pageviews``), as Parquet in the customer's destination: their
+    dashboards' numbers, in their own warehouse."""
+    return run_export(context, clickhouse, export_destination, WEB_STATS_DATASET)
+
+
+@asset(
+    deps=[web_pre_aggregated_bounces],
+    partitions_def=WEB_PRE_AGGREGATED_EXPORT_PARTITIONS,
+    backfill_policy=EXPORT_BACKFILL_POLICY,
+    kinds={"clickhouse", "parquet"},
+    tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+    retry_policy=EXTERNAL_API_RETRY_POLICY,
+    group_name="exports",
+)
+def web_pre_aggregated_bounces_export(
+    context: AssetExecutionContext, clickhouse: ClickHouseResource, export_destination: ExportDestination
+) -> MaterializeResult:
+    """The day's sessions per team, hour, entry and end pathname and visitor dimensions, with plain
+    numbers (``persons``, ``sessions``, ``pageviews``, ``bounces``, ``total_session_duration``,
+    ``total_session_count``), as Parquet in the customer's destination."""
+    return run_export(context, clickhouse, export_destination, WEB_BOUNCES_DATASET)
+
+
+web_pre_aggregated_exports_job = define_asset_job(
+    name="web_pre_aggregated_exports_job",
+    selection=[web_pre_aggregated_stats_export, web_pre_aggregated_bounces_export],
+    tags=EXPORT_RUN_TAGS,
+)
+
+# Yesterday's pre-aggregates, after the web analytics job has recomputed them (00:15, at most 3 hours).
+web_pre_aggregated_exports_daily_schedule = build_schedule_from_partitioned_job(
+    web_pre_aggregated_exports_job, name="web_pre_aggregated_exports_daily_schedule", hour_of_day=4, minute_of_hour=0
+)
+
+EXPORT_ASSETS: list[AssetsDefinition] = [
+    events_export,
+    web_pre_aggregated_stats_export,
+    web_pre_aggregated_bounces_export,
+]
+EXPORT_JOBS = [events_export_job, web_pre_aggregated_exports_job]
+EXPORT_SCHEDULES = [events_export_daily_schedule, web_pre_aggregated_exports_daily_schedule]

@@ -19,9 +19,9 @@ EXPECTED = {
         "schedules": {"web_analytics_yesterday_schedule", "web_analytics_today_schedule"},
     },
     "data_exports": {
-        "assets": {"events_export"},
-        "jobs": {"events_export_job"},
-        "schedules": {"events_export_daily_schedule"},
+        "assets": {"events_export", "web_pre_aggregated_stats_export", "web_pre_aggregated_bounces_export"},
+        "jobs": {"events_export_job", "web_pre_aggregated_exports_job"},
+        "schedules": {"events_export_daily_schedule", "web_pre_aggregated_exports_daily_schedule"},
     },
 }
 
