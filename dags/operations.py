@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from dagster import (
+    AssetKey,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -95,6 +97,33 @@ class SlackAlertsResource(SlackResource):
         return f"{self.webserver_url.rstrip('/')}/runs/{run_id}"
 
 
+@cache
+def _asset_owners() -> dict[AssetKey, str]:
+    """Every asset's owner tag, from all locations' definitions (loaded on first use, never at import)."""
+    from dags.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    owners = {}
+    for key in graph.get_all_asset_keys():
+        owner = graph.get(key).tags.get("owner")
+        if owner:
+            owners[key] = owner
+    return owners
+
+
+def run_owner(run: DagsterRun) -> str:
+    """Who answers for a run: its ``owner`` tag (jobs carry it), else the owner of the assets it materializes.
+
+    Materializing assets from the UI launches an ad-hoc asset job whose run has no owner tag of its own.
+    Several owners come back comma-separated; no owner at all is an empty string.
+    """
+    if run.tags.get("owner"):
+        return run.tags["owner"]
+    owners = _asset_owners()
+    found = {owners[key] for key in run.asset_selection or () if key in owners}
+    return ",".join(sorted(found))
+
+
 def consecutive_failure_threshold(run: DagsterRun) -> int:
     raw = run.tags.get(CONSECUTIVE_FAILURES_TAG, "1")
     try:
@@ -158,7 +187,7 @@ def failure_message(
     steps, summary = failure_summary(context)
     url = slack.run_url(run.run_id)
     location = location_of(run)
-    owner = run.tags.get("owner", "no owner tag")
+    owner = run_owner(run) or "no owner tag"
     where = f" in location {location}" if location else ""
     in_a_row = f" ({streak} failed runs in a row)" if streak > 1 else ""
     partition = run.tags.get("dagster/partition")
@@ -210,7 +239,7 @@ def slack_on_run_failure(context: RunFailureSensorContext, slack: SlackAlertsRes
         )
         return
     text, blocks = failure_message(context, slack, streak)
-    channel = slack.channel_for(run.tags.get("owner"))
+    channel = slack.channel_for(run_owner(run))
     if not slack.enabled:
         context.log.warning(f"[alert for {channel}; SLACK_BOT_TOKEN is not set, so it goes to the log]\n{text}")
         return
@@ -272,7 +301,7 @@ def record_run_status(
         "run_id": run.run_id,
         "job": run.job_name,
         "location": location_of(run),
-        "owner": run.tags.get("owner", ""),
+        "owner": run_owner(run),
         "status": status.value,
         "time_ms": int((when or datetime.now(UTC).timestamp()) * 1000),
     }

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from dagster import (
+    AssetKey,
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
@@ -70,14 +71,17 @@ def slack(api: HttpApi, token: str = TOKEN) -> SlackAlertsResource:
 
 
 def evaluate_failure_sensor(result: ExecuteInProcessResult, instance: DagsterInstance, resource: SlackAlertsResource):
-    context = build_run_status_sensor_context(
-        sensor_name=slack_on_run_failure.name,
-        dagster_event=result.get_run_failure_event(),
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        resources={"slack": resource},
-    ).for_run_failure()
-    slack_on_run_failure(context)
+    with (
+        build_run_status_sensor_context(
+            sensor_name=slack_on_run_failure.name,
+            dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            resources={"slack": resource},
+        ) as context,
+        context.for_run_failure() as failure_context,
+    ):
+        slack_on_run_failure(failure_context)
 
 
 def posted_messages(api: HttpApi) -> list[dict]:
@@ -113,6 +117,41 @@ def test_failed_run_alerts_the_owner_channel_with_steps_error_and_link(
     assert f"http://dagster.test/runs/{result.run_id}" in text
     blocks = message["blocks"] if isinstance(message["blocks"], list) else json.loads(message["blocks"])
     assert f"http://dagster.test/runs/{result.run_id}" in json.dumps(blocks)
+
+
+def test_an_asset_run_launched_from_the_ui_alerts_the_asset_owner(
+    slack_api: HttpApi, dagster_instance: DagsterInstance
+) -> None:
+    """Materializing from the UI runs an ad-hoc asset job without an owner tag: the asset's owner hears of it."""
+    from dags.definitions import defs
+
+    asset_job = defs.resolve_implicit_global_asset_job_def()
+    dagster_run = dagster_instance.create_run_for_job(
+        job_def=asset_job, asset_selection=frozenset({AssetKey("demo_events")})
+    )
+    assert "owner" not in dagster_run.tags
+    dagster_instance.report_run_failed(dagster_run, message="The run worker crashed (out of memory).")
+    [failure] = [
+        record.event_log_entry.dagster_event
+        for record in dagster_instance.get_records_for_run(
+            dagster_run.run_id, of_type=DagsterEventType.RUN_FAILURE
+        ).records
+    ]
+    with (
+        build_run_status_sensor_context(
+            sensor_name=slack_on_run_failure.name,
+            dagster_event=failure,
+            dagster_instance=dagster_instance,
+            dagster_run=dagster_instance.get_run_by_id(dagster_run.run_id),
+            resources={"slack": slack(slack_api)},
+        ) as context,
+        context.for_run_failure() as failure_context,
+    ):
+        slack_on_run_failure(failure_context)
+
+    [message] = posted_messages(slack_api)
+    assert message["channel"] == "#alerts-data-platform"  # demo_events belongs to the platform team
+    assert "out of memory" in message["text"] and "owner team-platform" in message["text"]
 
 
 def test_runs_without_a_known_owner_alert_the_default_channel(
@@ -220,15 +259,14 @@ def evaluate_status_sensors(instance: DagsterInstance, run_id: str, clickhouse: 
             for record in instance.get_records_for_run(run_id, of_type=STATUS_EVENTS[status]).records
         ]
         for event in events:
-            sensor(
-                build_run_status_sensor_context(
-                    sensor_name=sensor.name,
-                    dagster_event=event,
-                    dagster_instance=instance,
-                    dagster_run=dagster_run,
-                    resources={"clickhouse": clickhouse},
-                )
-            )
+            with build_run_status_sensor_context(
+                sensor_name=sensor.name,
+                dagster_event=event,
+                dagster_instance=instance,
+                dagster_run=dagster_run,
+                resources={"clickhouse": clickhouse},
+            ) as context:
+                sensor(context)
 
 
 def status_rows(ch: ClickHouseClient) -> list[dict]:

@@ -1,0 +1,362 @@
+"""The UI as a person sees it: ``dagster dev -w workspace.yaml``, a run, and the pages in headless Chromium.
+
+One ``dagster dev`` (webserver, daemon, a code server per location) runs for the module, in its own process
+group on a free loopback port, with its own DAGSTER_HOME and ClickHouse database; it is stopped with
+SIGINT to the group. The run launched here goes through the queue and the daemon like any other, and the
+run status sensors record it in ClickHouse. Screenshots land in ``test-output/ui/``.
+"""
+
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from dags.common import PROJECT_ROOT, ClickHouseResource
+from dags.tests.conftest import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+SCREENSHOTS = PROJECT_ROOT / "test-output" / "ui"
+PARTITION = "2024-03-15"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+STATUS_SENSORS = ("run_status_started", "run_status_success", "run_status_failure", "run_status_canceled")
+
+
+def workspace_locations() -> list[str]:
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    return [entry["python_module"]["location_name"] for entry in workspace["load_from"]]
+
+
+@dataclass
+class DagsterDev:
+    url: str
+    clickhouse: ClickHouseResource
+    log_path: Path
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory: pytest.TempPathFactory, clickhouse_data_path: Path) -> Iterator[DagsterDev]:
+    home = tmp_path_factory.mktemp("ui_dagster_home")
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")  # the project's queue and limits
+    database = f"ui_{uuid.uuid4().hex[:10]}"
+    clickhouse_url = f"chdb://{clickhouse_data_path}?database={database}"
+    port = free_port()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    log_path = SCREENSHOTS / "dagster-dev.log"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "CLICKHOUSE_URL": clickhouse_url,
+        "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{port}",
+    }
+    env.pop("SLACK_BOT_TOKEN", None)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: SIGINT to the group stops every part of it
+        )
+    server = DagsterDev(
+        url=f"http://127.0.0.1:{port}",
+        clickhouse=ClickHouseResource(url=clickhouse_url, lock_timeout_seconds=300),
+        log_path=log_path,
+    )
+    try:
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited ({process.returncode}):\n{server.log_tail()}")
+            return requests.get(f"{server.url}/server_info", timeout=5).ok
+
+        wait_until(answers, 300, "the Dagster webserver to answer", interval=1)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+        with server.clickhouse.get_client() as client:
+            client.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+WORKSPACE_QUERY = """
+{
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+  }
+}
+"""
+
+
+def loaded_locations(server: DagsterDev) -> dict[str, str]:
+    """Each location's load result: ``RepositoryLocation`` when loaded, else the error."""
+    workspace = server.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+    results = {}
+    for entry in workspace["locationEntries"]:
+        if entry["loadStatus"] != "LOADED":
+            results[entry["name"]] = entry["loadStatus"]
+            continue
+        outcome = entry["locationOrLoadError"]
+        results[entry["name"]] = outcome["__typename"] + (f": {outcome['message']}" if "message" in outcome else "")
+    return results
+
+
+def test_every_location_of_the_workspace_loads(dagster_dev: DagsterDev) -> None:
+    expected = {name: "RepositoryLocation" for name in workspace_locations()}
+    try:
+        wait_until(lambda: loaded_locations(dagster_dev) == expected, 300, "every code location to load", interval=2)
+    except TimeoutError:
+        pytest.fail(f"Locations did not all load: {loaded_locations(dagster_dev)}\n{dagster_dev.log_tail()}")
+
+
+SENSOR_TICKS_QUERY = """
+query ($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 1) { status } } }
+  }
+}
+"""
+
+LAUNCH_RUN = """
+mutation ($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+RUN_STATUS_QUERY = "query ($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def sensor_has_ticked(server: DagsterDev, name: str) -> bool:
+    selector = {"repositoryLocationName": "shared", "repositoryName": "__repository__", "sensorName": name}
+    sensor = server.graphql(SENSOR_TICKS_QUERY, {"selector": selector})["sensorOrError"]
+    state = sensor["sensorState"]
+    return state["status"] == "RUNNING" and bool(state["ticks"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(dagster_dev: DagsterDev) -> str:
+    """A demo_events run for one day, launched as the UI's Materialize button does, finished successfully."""
+    wait_until(lambda: loaded_locations(dagster_dev).get("shared") == "RepositoryLocation", 300, "the shared location")
+    # Run status sensors start watching from their first tick: wait for it so they see this run.
+    for name in STATUS_SENSORS:
+        wait_until(lambda name=name: sensor_has_ticked(dagster_dev, name), 300, f"sensor {name} to tick", interval=2)
+    params = {
+        "selector": {
+            "repositoryLocationName": "shared",
+            "repositoryName": "__repository__",
+            "pipelineName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["demo_events"]}],
+        },
+        "runConfigData": {"ops": {"demo_events": {"config": {"events_per_day": 300}}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": PARTITION}]},
+        "mode": "default",
+    }
+    launched = dagster_dev.graphql(LAUNCH_RUN, {"params": params})["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def status() -> str:
+        return dagster_dev.graphql(RUN_STATUS_QUERY, {"id": run_id})["runOrError"]["status"]
+
+    try:
+        wait_until(lambda: status() in {"SUCCESS", "FAILURE", "CANCELED"}, 300, f"run {run_id} to finish", interval=1)
+    except TimeoutError:
+        pytest.fail(f"run {run_id} is still {status()} after 300s\n{dagster_dev.log_tail()}")
+    assert status() == "SUCCESS", dagster_dev.log_tail()
+    return run_id
+
+
+def test_the_run_status_sensors_record_a_real_run_in_clickhouse(dagster_dev: DagsterDev, finished_run: str) -> None:
+    def statuses() -> list[str]:
+        with dagster_dev.clickhouse.get_client() as client:
+            rows = client.query_rows(
+                "SELECT status FROM dagster_run_status FINAL WHERE run_id = {run_id:String} ORDER BY time",
+                {"run_id": finished_run},
+            )
+        return [row["status"] for row in rows]
+
+    try:
+        wait_until(lambda: statuses() == ["STARTED", "SUCCESS"], 240, "the run in dagster_run_status", interval=3)
+    except TimeoutError:
+        pytest.fail(f"dagster_run_status holds {statuses()} for run {finished_run}\n{dagster_dev.log_tail()}")
+    with dagster_dev.clickhouse.get_client() as client:
+        [row] = client.query_rows(
+            "SELECT job, location, owner FROM dagster_run_status FINAL "
+            "WHERE run_id = {run_id:String} AND status = 'SUCCESS'",
+            {"run_id": finished_run},
+        )
+    assert row == {"job": "__ASSET_JOB", "location": "shared", "owner": "team-platform"}
+
+
+# --- In the browser ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium through chromedriver (both from apt: chromium, chromium-driver)."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Chromium is missing: bin/test installs it as root (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="ui-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1600,1000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for_page(driver: Any, shows: Callable[[str], bool], what: str, timeout: float = 120) -> str:
+    """Wait until the rendered page (text and attributes) shows what we expect; return its source."""
+    try:
+        wait_until(lambda: shows(driver.page_source), timeout, what, interval=0.5)
+    except TimeoutError:
+        driver.save_screenshot(str(SCREENSHOTS / "timeout.png"))
+        raise
+    time.sleep(1)  # let the last images and layout settle before the screenshot
+    return driver.page_source
+
+
+def every_asset_and_group() -> tuple[set[str], set[str]]:
+    """Every asset name and asset group of the workspace, from the definitions themselves."""
+    names: set[str] = set()
+    groups: set[str] = set()
+    for location in workspace_locations():
+        graph = importlib.import_module(f"dags.locations.{location}").defs.resolve_asset_graph()
+        for key in graph.get_all_asset_keys():
+            node = graph.get(key)
+            if node.is_external:
+                continue
+            names.add(key.to_user_string())
+            groups.add(node.group_name)
+    return names, groups
+
+
+def test_the_asset_graph_shows_every_asset(dagster_dev: DagsterDev, browser: Any, finished_run: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    names, groups = every_asset_and_group()
+    browser.get(f"{dagster_dev.url}/asset-groups")
+    wait_for_page(browser, lambda page: "Global asset lineage" in page and "demo" in page, "the asset graph")
+
+    # Open every group, in the graph (its context menu) and in the sidebar (each group's row).
+    ActionChains(browser).move_by_offset(1300, 300).context_click().perform()
+    expand = wait_for_visible(browser, "//*[starts-with(normalize-space(.), 'Expand all groups')]")
+    expand.click()
+    for group in sorted(groups):
+        # The sidebar's row for the group is the leftmost one (the graph's group box is to its right).
+        rows = sorted(
+            (
+                e
+                for e in browser.find_elements(By.XPATH, f"//span[normalize-space(text())='{group}']")
+                if e.is_displayed()
+            ),
+            key=lambda element: element.location["x"],
+        )
+        assert rows, f"group {group} is not on the asset graph page"
+        caret_offset = -rows[0].size["width"] // 2 - 38  # the expand caret left of the group's icon
+        ActionChains(browser).move_to_element_with_offset(rows[0], caret_offset, 0).click().perform()
+    # Long names are middle-truncated on screen; the full name is the element's title.
+    page = wait_for_page(browser, lambda page: all(name in page for name in names), f"the asset names {sorted(names)}")
+    assert all(name in page for name in names)
+    browser.save_screenshot(str(SCREENSHOTS / "asset-graph.png"))
+
+
+def wait_for_visible(driver: Any, xpath: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    found: list[Any] = []
+
+    def visible() -> bool:
+        found[:] = [element for element in driver.find_elements(By.XPATH, xpath) if element.is_displayed()]
+        return bool(found)
+
+    wait_until(visible, 30, f"an element {xpath}", interval=0.3)
+    return found[-1]
+
+
+def test_the_partitions_page_shows_the_materialized_day(
+    dagster_dev: DagsterDev, browser: Any, finished_run: str
+) -> None:
+    browser.get(f"{dagster_dev.url}/assets/demo_events?view=partitions&partition={PARTITION}")
+    page = wait_for_page(
+        browser,
+        lambda page: "Materialized (1)" in page and "rows_written" in page,
+        "the partitions page with the materialized day",
+    )
+    assert "demo_events" in page and PARTITION in page and finished_run[:8] in page
+    browser.save_screenshot(str(SCREENSHOTS / "asset-partitions.png"))
+
+
+def test_the_run_page_shows_the_finished_run(dagster_dev: DagsterDev, browser: Any, finished_run: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{dagster_dev.url}/runs/{finished_run}")
+    wait_for_page(browser, lambda page: "ASSET_MATERIALIZATION" in page, "the run's event log")
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert finished_run[:8] in text and "Success" in text
+    assert "demo_events" in text and f"partition: {PARTITION}" in text and "rows_written" in text
+    browser.save_screenshot(str(SCREENSHOTS / "run.png"))
