@@ -22,7 +22,7 @@ from typing import Any, Literal
 from xml.etree import ElementTree
 
 import requests
-from dagster import ConfigurableResource, EnvVar, get_dagster_logger
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from dags.common import Settings, load_settings, retry_with_backoff
@@ -38,6 +38,7 @@ RATE_DECIMALS = 10
 RATE_QUANTUM = Decimal(1).scaleb(-RATE_DECIMALS)
 # Decimal64(10) holds at most 18 digits, 8 of them before the point.
 MAX_RATE = Decimal("99999999")
+MAX_DAYS_LISTED = 10
 CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
 
 Rates = dict[str, Decimal]
@@ -88,8 +89,12 @@ def days_between(start: date, end: date) -> list[date]:
 
 def validated_rates(raw: Mapping[str, Any], what: str) -> Rates:
     """Currency codes and positive rates that fit ``Decimal64(10)``, or an error naming the first bad one."""
-    if not isinstance(raw, Mapping) or not raw:
-        raise ExchangeRateSourceError(f"{what}: the 'rates' object is missing or empty")
+    if raw is None:
+        raise ExchangeRateSourceError(f"{what}: the 'rates' object is missing")
+    if not isinstance(raw, Mapping):
+        raise ExchangeRateSourceError(f"{what}: the 'rates' object is not an object: {str(raw)[:100]}")
+    if not raw:
+        raise ExchangeRateSourceError(f"{what}: the 'rates' object is empty")
     rates: Rates = {}
     for currency, value in raw.items():
         if not isinstance(currency, str) or not CURRENCY_CODE.match(currency):
@@ -386,10 +391,10 @@ def summarize(days: Iterable[DayRates]) -> dict[str, Any]:
         "carried_forward_days": len(carried),
     }
     if carried:
-        # Days without a publication of their own show the rates of the day they were published on.
-        shown = dict(list(carried.items())[:31])
+        # Which day's rates each day without a publication of its own shows (the first few of a long range:
+        # every partition's materialization carries this metadata).
+        shown = dict(list(carried.items())[:MAX_DAYS_LISTED])
         if len(shown) < len(carried):
             shown["..."] = f"{len(carried)} days in all"
         summary["carried_forward_from"] = shown
-    get_dagster_logger().debug(f"exchange rates: {summary}")
     return summary

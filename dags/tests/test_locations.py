@@ -12,7 +12,16 @@ from dags.common import PROJECT_ROOT, JobOwners
 # What each team's location must show. Add to it when a location gains definitions.
 EXPECTED = {
     "shared": {"assets": {"demo_events"}, "jobs": set(), "schedules": set()},
-    "revenue_analytics": {"assets": set(), "jobs": set(), "schedules": set()},
+    "revenue_analytics": {
+        "assets": {
+            "daily_exchange_rates",
+            "daily_exchange_rates_in_clickhouse",
+            "hourly_exchange_rates",
+            "hourly_exchange_rates_in_clickhouse",
+        },
+        "jobs": {"daily_exchange_rates_job", "hourly_exchange_rates_job"},
+        "schedules": {"daily_exchange_rates_schedule", "hourly_exchange_rates_schedule"},
+    },
     "web_analytics": {
         "assets": {"web_pre_aggregated_stats", "web_pre_aggregated_bounces"},
         "jobs": {"web_analytics_daily_job"},
