@@ -106,7 +106,7 @@ SELECT
     `$session_id`,
     inserted_at
 FROM events
-WHERE toDate(timestamp) = {day:Date}
+WHERE toDate(timestamp) = {day:Date} {slice_filter}
 ORDER BY team_id, timestamp, uuid
 """
 
@@ -129,7 +129,7 @@ FROM
         uniqMerge(sessions_uniq_state) AS sessions,
         sumMerge(pageviews_count_state) AS pageviews
     FROM {STATS_TABLE}
-    WHERE toDate(period_bucket) = {{day:Date}}
+    WHERE toDate(period_bucket) = {{day:Date}} {{slice_filter}}
     GROUP BY team_id, period_bucket, {_DIMENSIONS}, pathname
 )
 ORDER BY ALL
@@ -152,7 +152,7 @@ FROM
         sumMerge(total_session_duration_state) AS total_session_duration,
         sumMerge(total_session_count_state) AS total_session_count
     FROM {BOUNCES_TABLE}
-    WHERE toDate(period_bucket) = {{day:Date}}
+    WHERE toDate(period_bucket) = {{day:Date}} {{slice_filter}}
     GROUP BY team_id, period_bucket, {_DIMENSIONS}, entry_pathname, end_pathname
 )
 ORDER BY ALL
@@ -161,17 +161,124 @@ ORDER BY ALL
 
 @dataclass(frozen=True)
 class ExportDataset:
-    """A dataset exported one day at a time: its folder name (a contract), the day's SELECT, and how to
-    create its source table when missing (so a fresh install exports empty days instead of failing)."""
+    """A dataset exported one day at a time: its folder name (a contract), the day's SELECT, the source
+    table and its time column (to read a day in slices), and how to create the source table when missing
+    (so a fresh install exports empty days instead of failing)."""
 
     name: str
-    query: str  # takes the bound parameter {day:Date}
+    query: str  # takes {day:Date}; {slice_filter} marks where a slice's conditions go
+    table: str
+    time_column: str
     create_source: Callable[[ClickHouseClient], None]
 
+    def day_query(self, sliced: bool) -> str:
+        return self.query.replace("{slice_filter}", SLICE_FILTER if sliced else "")
 
-EVENTS_DATASET = ExportDataset("events", EVENTS_EXPORT_QUERY, create_events_table)
-WEB_STATS_DATASET = ExportDataset(STATS_TABLE, WEB_STATS_EXPORT_QUERY, create_web_preaggregated_tables)
-WEB_BOUNCES_DATASET = ExportDataset(BOUNCES_TABLE, WEB_BOUNCES_EXPORT_QUERY, create_web_preaggregated_tables)
+
+EVENTS_DATASET = ExportDataset("events", EVENTS_EXPORT_QUERY, "events", "timestamp", create_events_table)
+WEB_STATS_DATASET = ExportDataset(
+    STATS_TABLE, WEB_STATS_EXPORT_QUERY, STATS_TABLE, "period_bucket", create_web_preaggregated_tables
+)
+WEB_BOUNCES_DATASET = ExportDataset(
+    BOUNCES_TABLE, WEB_BOUNCES_EXPORT_QUERY, BOUNCES_TABLE, "period_bucket", create_web_preaggregated_tables
+)
+
+
+# --- Reading a day in slices ------------------------------------------------------------------------------
+
+# A streamed day is read in slices of consecutive teams, and a busy team in slices of consecutive hours,
+# each at most `slice_rows` rows: memory stays bounded by the slice even where the client holds a whole
+# result (clickhouse-connect does on the embedded engine), and each slice reads only its teams' granules
+# (the sorting keys start with team_id and the day). Slices follow the export's order, so the file is the
+# same as one query would give.
+SLICE_FILTER = """
+    AND team_id BETWEEN {first_team:Int64} AND {last_team:Int64}
+    AND {time_column:Identifier} >= {slice_start:DateTime64(6, 'UTC')}
+    AND {time_column:Identifier} < {slice_end:DateTime64(6, 'UTC')}"""
+
+ROWS_PER_TEAM = """
+SELECT team_id, count() AS rows
+FROM {table:Identifier}
+WHERE toDate({time_column:Identifier}) = {day:Date}
+GROUP BY team_id
+ORDER BY team_id
+"""
+
+ROWS_PER_HOUR_OF_TEAM = """
+SELECT toUnixTimestamp(toStartOfHour({time_column:Identifier})) AS hour, count() AS rows
+FROM {table:Identifier}
+WHERE toDate({time_column:Identifier}) = {day:Date} AND team_id = {team:Int64}
+GROUP BY hour
+ORDER BY hour
+"""
+
+
+@dataclass(frozen=True)
+class DaySlice:
+    """Teams ``first_team..last_team`` between ``start`` and ``end``: a part of a day read by one query."""
+
+    first_team: int
+    last_team: int
+    start: datetime
+    end: datetime
+    rows: int
+
+    def parameters(self, dataset: ExportDataset) -> dict[str, Any]:
+        return {
+            "first_team": self.first_team,
+            "last_team": self.last_team,
+            "time_column": dataset.time_column,
+            "slice_start": self.start.replace(tzinfo=None),
+            "slice_end": self.end.replace(tzinfo=None),
+        }
+
+
+def plan_slices(client: ClickHouseClient, dataset: ExportDataset, day: date, max_rows: int) -> list[DaySlice]:
+    """Cut the day into slices of at most ``max_rows`` source rows (a single busy hour of one team may exceed it)."""
+    day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    day_end = day_start + timedelta(days=1)
+    where = {"table": dataset.table, "time_column": dataset.time_column, "day": day}
+    slices: list[DaySlice] = []
+    current: DaySlice | None = None
+    for row in client.query_rows(ROWS_PER_TEAM, where):
+        team, rows = int(row["team_id"]), int(row["rows"])
+        if current is not None and current.rows + rows <= max_rows:
+            current = DaySlice(current.first_team, team, day_start, day_end, current.rows + rows)
+            continue
+        if current is not None:
+            slices.append(current)
+            current = None
+        if rows <= max_rows:
+            current = DaySlice(team, team, day_start, day_end, rows)
+            continue
+        hour: DaySlice | None = None
+        for hour_row in client.query_rows(ROWS_PER_HOUR_OF_TEAM, {**where, "team": team}):
+            start = datetime.fromtimestamp(int(hour_row["hour"]), UTC)
+            end, hour_rows = start + timedelta(hours=1), int(hour_row["rows"])
+            if hour is not None and hour.rows + hour_rows <= max_rows:
+                hour = DaySlice(team, team, hour.start, end, hour.rows + hour_rows)
+            else:
+                if hour is not None:
+                    slices.append(hour)
+                hour = DaySlice(team, team, start, end, hour_rows)
+        if hour is not None:
+            slices.append(hour)
+    if current is not None:
+        slices.append(current)
+    return slices
+
+
+def sliced_batches(
+    client: ClickHouseClient, dataset: ExportDataset, day: date, slices: list[DaySlice], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The day's rows in export order, one slice query after the other."""
+    for day_slice in slices:
+        with client.query_arrow_stream(
+            dataset.day_query(sliced=True),
+            {"day": day, **day_slice.parameters(dataset)},
+            settings={"max_block_size": batch_rows},
+        ) as batches:
+            yield from batches
 
 
 def day_folder(dataset: str, day: date) -> str:
@@ -231,7 +338,9 @@ def write_parquet(
         for group in fixed_size_row_groups(batches, rows_per_group):
             if writer is None:
                 writer = pq.ParquetWriter(path, group.schema, compression="zstd")
-            writer.write_table(group, row_group_size=rows_per_group)
+            # One contiguous chunk per column: page boundaries then depend on the rows alone, not on where
+            # ClickHouse's blocks happened to end, so the same rows always give the same bytes.
+            writer.write_table(group.combine_chunks(), row_group_size=rows_per_group)
         if writer is None:
             writer = pq.ParquetWriter(path, empty_schema(), compression="zstd")
     finally:
@@ -674,6 +783,14 @@ class ExportDestination(ConfigurableResource):
     batch_rows: int = Field(
         default=65_536, ge=1, description="Rows per Arrow batch streamed from ClickHouse (max_block_size)."
     )
+    slice_rows: int = Field(
+        default=250_000,
+        ge=1,
+        description=(
+            "stream: most source rows one query reads; a day is read in slices of teams (and of hours for a "
+            "busy team), which bounds memory even where the ClickHouse client holds whole results."
+        ),
+    )
     part_size_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=5 * 1024 * 1024,
@@ -688,9 +805,16 @@ class ExportDestination(ConfigurableResource):
             raise ValueError(f"write_method=clickhouse writes to S3 only; {self.url} is not an s3:// URL.")
         if scheme == "file":
             return LocalFolder(Path(location))
-        if scheme == "s3":
-            return S3Bucket(self.s3, location, prefix, self.part_size_bytes)
-        return GCSBucket(self.gcs, location, prefix)
+        from botocore.exceptions import BotoCoreError
+        from google.auth.exceptions import GoogleAuthError
+
+        try:
+            if scheme == "s3":
+                return S3Bucket(self.s3, location, prefix, self.part_size_bytes)
+            return GCSBucket(self.gcs, location, prefix)
+        except (BotoCoreError, GoogleAuthError) as error:
+            # No credentials found, an unknown AWS_PROFILE, a bad region: say so instead of a client traceback.
+            raise DestinationAccessError(f"Cannot open a client for {self.url}: {error}") from None
 
 
 def export_destination_from_env(settings: Settings | None = None) -> ExportDestination:
@@ -748,7 +872,9 @@ def export_day(
         assert isinstance(destination, S3Bucket)
         access_key, secret_key, token = destination.clickhouse_credentials()
         endpoint = resource.clickhouse_s3_endpoint_url or destination.client.meta.endpoint_url
-        statement = (CLICKHOUSE_S3_INSERT_WITH_TOKEN if token else CLICKHOUSE_S3_INSERT) + dataset.query
+        statement = (CLICKHOUSE_S3_INSERT_WITH_TOKEN if token else CLICKHOUSE_S3_INSERT) + dataset.day_query(
+            sliced=False
+        )
         with client_factory() as client:
             dataset.create_source(client)
             client.command(
@@ -775,15 +901,17 @@ def export_day(
             with client_factory() as client:
                 client_typed: ClickHouseClient = client
                 dataset.create_source(client_typed)
-                with client_typed.query_arrow_stream(
-                    dataset.query, parameters, settings={"max_block_size": resource.batch_rows}
-                ) as batches:
-                    write_parquet(
-                        batches,
-                        staging,
-                        resource.row_group_rows,
-                        lambda: client_typed.query_arrow(f"SELECT * FROM ({dataset.query}) LIMIT 0", parameters).schema,
-                    )
+                slices = plan_slices(client_typed, dataset, day, resource.slice_rows)
+                write_parquet(
+                    sliced_batches(client_typed, dataset, day, slices, resource.batch_rows),
+                    staging,
+                    resource.row_group_rows,
+                    lambda: (
+                        client_typed.query_arrow(
+                            f"SELECT * FROM ({dataset.day_query(sliced=False)}) LIMIT 0", parameters
+                        ).schema
+                    ),
+                )
             info = describe_parquet_file(staging)
             destination.publish(staging, folder)
         finally:
@@ -893,6 +1021,8 @@ def run_export(
 
 # --- Assets, jobs and schedules -------------------------------------------------------------------------
 
+# Each export asset has a pool of its own: with a limit of 1, two runs never write the same day at once
+# (a second run's clean-up would abort the first one's upload). Different datasets export in parallel.
 EXPORT_DAILY_PARTITIONS = DailyPartitionsDefinition(start_date=load_settings().export_start_date)
 EXPORT_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=load_settings().export_max_partitions_per_run)
 
@@ -903,6 +1033,7 @@ EXPORT_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=load_se
     kinds={"clickhouse", "parquet"},
     tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
     retry_policy=EXTERNAL_API_RETRY_POLICY,
+    pool="exports_events",
     group_name="exports",
 )
 def events_export(
@@ -939,6 +1070,7 @@ WEB_PRE_AGGREGATED_EXPORT_PARTITIONS = DailyPartitionsDefinition(
     kinds={"clickhouse", "parquet"},
     tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
     retry_policy=EXTERNAL_API_RETRY_POLICY,
+    pool="exports_web_pre_aggregated_stats",
     group_name="exports",
 )
 def web_pre_aggregated_stats_export(
@@ -957,6 +1089,7 @@ def web_pre_aggregated_stats_export(
     kinds={"clickhouse", "parquet"},
     tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
     retry_policy=EXTERNAL_API_RETRY_POLICY,
+    pool="exports_web_pre_aggregated_bounces",
     group_name="exports",
 )
 def web_pre_aggregated_bounces_export(
