@@ -33,15 +33,18 @@ from dagster import (
     DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
+    DefaultSensorStatus,
     Failure,
     MaterializeResult,
     RunRequest,
     RunsFilter,
     ScheduleEvaluationContext,
+    SensorEvaluationContext,
     SkipReason,
     asset,
     define_asset_job,
     schedule,
+    sensor,
 )
 from pydantic import Field
 
@@ -652,7 +655,6 @@ WEB_ANALYTICS_ASSET_KEYS = frozenset(AssetKey(table) for table in (STATS_TABLE, 
 web_analytics_daily_job = define_asset_job(
     JOB_NAME,
     selection=WEB_ANALYTICS_ASSETS,
-    partitions_def=WEB_ANALYTICS_DAILY_PARTITIONS,
     tags={**JobOwners.TEAM_WEB_ANALYTICS.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
     description="Recompute the web analytics pre-aggregates for the selected days (one run at a time).",
 )
@@ -717,3 +719,34 @@ def web_analytics_today_schedule(context: ScheduleEvaluationContext) -> RunReque
 
 
 WEB_ANALYTICS_SCHEDULES = [web_analytics_yesterday_schedule, web_analytics_today_schedule]
+
+
+# --- The pool's limit -------------------------------------------------------------------------------------------
+
+
+@sensor(
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    tags=JobOwners.TEAM_WEB_ANALYTICS.tags(),
+    description=f"Makes sure the {WEB_ANALYTICS_POOL} pool has its limit before any of its runs is queued.",
+)
+def web_analytics_pool_limit_sensor(context: SensorEvaluationContext) -> SkipReason:
+    """Write the pool's limit to the instance if it has none yet.
+
+    Dagster 1.13 stores a pool's default limit (dagster.yaml ``concurrency.pools.default_limit``) only while
+    deciding its first dequeue pass for that pool, and decides that pass as if the pool were unlimited: on a
+    fresh instance, the first queued web analytics runs would all start together. Writing the limit at
+    daemon start closes that gap. A limit set in the UI or with ``dagster instance concurrency set`` stays.
+    """
+    storage = context.instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return SkipReason("This instance's storage has no concurrency pools; runs are limited by tags only.")
+    limits = {pool.name: pool.limit for pool in storage.get_pool_limits()}
+    if WEB_ANALYTICS_POOL in limits:
+        return SkipReason(f"Pool {WEB_ANALYTICS_POOL!r} is limited to {limits[WEB_ANALYTICS_POOL]} run(s) at a time.")
+    if context.instance.global_op_concurrency_default_limit:
+        storage.initialize_concurrency_limit_to_default(WEB_ANALYTICS_POOL)
+    else:
+        storage.set_concurrency_slots(WEB_ANALYTICS_POOL, 1)
+    limit = {pool.name: pool.limit for pool in storage.get_pool_limits()}.get(WEB_ANALYTICS_POOL)
+    return SkipReason(f"Set the limit of pool {WEB_ANALYTICS_POOL!r} to {limit}.")

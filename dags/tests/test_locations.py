@@ -91,7 +91,12 @@ def test_workspace_lists_every_location_file() -> None:
 def test_instance_config_limits_web_analytics_to_one_run() -> None:
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": "dagster/job_name", "value": "web_analytics_daily_job", "limit": 1} in limits
+    # Pools bind every run of their assets (asset backfills too): one run holds the pool until it ends.
+    assert config["concurrency"]["pools"] == {"granularity": "run", "default_limit": 1}
+    from dagster._core.instance.config import dagster_instance_config
+
+    dagster_instance_config(str(PROJECT_ROOT))  # valid for Dagster as a whole (run limits in one place only)
     assert config["nux"] == {"enabled": False} and config["telemetry"] == {"enabled": False}
     assert (PROJECT_ROOT / ".dagster_home" / "dagster.yaml").resolve() == (PROJECT_ROOT / "dagster.yaml").resolve()
