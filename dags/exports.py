@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -855,8 +856,74 @@ class DayExport:
     cleaned_up: list[str] = field(default_factory=list)
 
 
+ClientFactory = Callable[[], AbstractContextManager[ClickHouseClient]]
+
+
+def write_streamed(
+    open_client: ClientFactory,
+    resource: ExportDestination,
+    destination: Destination,
+    dataset: ExportDataset,
+    day: date,
+    folder: str,
+    run_id: str,
+) -> ParquetFileInfo:
+    """Stream the day's rows into a local Parquet file, slice by slice, then publish it in one step."""
+    staging = destination.staging_path(folder, run_id)
+    try:
+        with open_client() as client:
+            dataset.create_source(client)
+            slices = plan_slices(client, dataset, day, resource.slice_rows)
+            empty_query = f"SELECT * FROM ({dataset.day_query(sliced=False)}) LIMIT 0"
+            write_parquet(
+                sliced_batches(client, dataset, day, slices, resource.batch_rows),
+                staging,
+                resource.row_group_rows,
+                lambda: client.query_arrow(empty_query, {"day": day}).schema,
+            )
+        info = describe_parquet_file(staging)
+        destination.publish(staging, folder)
+        return info
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def write_with_clickhouse(
+    open_client: ClientFactory,
+    resource: ExportDestination,
+    destination: S3Bucket,
+    dataset: ExportDataset,
+    day: date,
+    folder: str,
+) -> ParquetFileInfo:
+    """Have ClickHouse write the day's Parquet object to S3 itself, then describe it from its footer."""
+    access_key, secret_key, token = destination.clickhouse_credentials()
+    endpoint = resource.clickhouse_s3_endpoint_url or destination.client.meta.endpoint_url
+    insert = CLICKHOUSE_S3_INSERT_WITH_TOKEN if token else CLICKHOUSE_S3_INSERT
+    with open_client() as client:
+        dataset.create_source(client)
+        client.command(
+            insert + dataset.day_query(sliced=False),
+            {
+                "day": day,
+                "url": destination.object_url(endpoint, f"{folder}/{DATA_FILE}"),
+                "access_key_id": access_key,
+                "secret_access_key": secret_key,
+                **({"session_token": token} if token else {}),
+            },
+            settings={
+                "s3_truncate_on_insert": 1,  # replace the day's object (one PUT or multipart upload)
+                "output_format_parquet_compression_method": "zstd",
+                "output_format_parquet_row_group_size": resource.row_group_rows,
+                "s3_max_single_part_upload_size": resource.part_size_bytes,
+                "s3_min_upload_part_size": resource.part_size_bytes,
+            },
+        )
+    return destination.describe_object(f"{folder}/{DATA_FILE}")
+
+
 def export_day(
-    client_factory: Callable[[], Any],
+    open_client: ClientFactory,
     resource: ExportDestination,
     destination: Destination,
     dataset: ExportDataset,
@@ -867,55 +934,11 @@ def export_day(
     started = time.monotonic()
     folder = day_folder(dataset.name, day)
     cleaned_up = destination.clean_up(folder)
-    parameters = {"day": day}
     if resource.write_method == "clickhouse":
         assert isinstance(destination, S3Bucket)
-        access_key, secret_key, token = destination.clickhouse_credentials()
-        endpoint = resource.clickhouse_s3_endpoint_url or destination.client.meta.endpoint_url
-        statement = (CLICKHOUSE_S3_INSERT_WITH_TOKEN if token else CLICKHOUSE_S3_INSERT) + dataset.day_query(
-            sliced=False
-        )
-        with client_factory() as client:
-            dataset.create_source(client)
-            client.command(
-                statement,
-                {
-                    **parameters,
-                    "url": destination.object_url(endpoint, f"{folder}/{DATA_FILE}"),
-                    "access_key_id": access_key,
-                    "secret_access_key": secret_key,
-                    **({"session_token": token} if token else {}),
-                },
-                settings={
-                    "s3_truncate_on_insert": 1,  # replace the day's object (one PUT or multipart upload)
-                    "output_format_parquet_compression_method": "zstd",
-                    "output_format_parquet_row_group_size": resource.row_group_rows,
-                    "s3_max_single_part_upload_size": resource.part_size_bytes,
-                    "s3_min_upload_part_size": resource.part_size_bytes,
-                },
-            )
-        info = destination.describe_object(f"{folder}/{DATA_FILE}")
+        info = write_with_clickhouse(open_client, resource, destination, dataset, day, folder)
     else:
-        staging = destination.staging_path(folder, run_id)
-        try:
-            with client_factory() as client:
-                client_typed: ClickHouseClient = client
-                dataset.create_source(client_typed)
-                slices = plan_slices(client_typed, dataset, day, resource.slice_rows)
-                write_parquet(
-                    sliced_batches(client_typed, dataset, day, slices, resource.batch_rows),
-                    staging,
-                    resource.row_group_rows,
-                    lambda: (
-                        client_typed.query_arrow(
-                            f"SELECT * FROM ({dataset.day_query(sliced=False)}) LIMIT 0", parameters
-                        ).schema
-                    ),
-                )
-            info = describe_parquet_file(staging)
-            destination.publish(staging, folder)
-        finally:
-            staging.unlink(missing_ok=True)
+        info = write_streamed(open_client, resource, destination, dataset, day, folder, run_id)
     manifest = manifest_json(
         dataset=dataset.name,
         day=day,
@@ -1024,7 +1047,10 @@ def run_export(
 # Each export asset has a pool of its own: with a limit of 1, two runs never write the same day at once
 # (a second run's clean-up would abort the first one's upload). Different datasets export in parallel.
 EXPORT_DAILY_PARTITIONS = DailyPartitionsDefinition(start_date=load_settings().export_start_date)
-EXPORT_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=load_settings().export_max_partitions_per_run)
+_DAYS_PER_RUN = load_settings().export_max_partitions_per_run
+if _DAYS_PER_RUN < 1:
+    raise ValueError(f"EXPORT_MAX_PARTITIONS_PER_RUN must be at least 1, got {_DAYS_PER_RUN}")
+EXPORT_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=_DAYS_PER_RUN)
 
 
 @asset(

@@ -289,6 +289,17 @@ def test_clickhouse_writes_straight_to_s3_the_same_data_and_schema_as_streaming(
     assert manifest["write_method"] == "clickhouse" and manifest["checksum"]["algorithm"] == "s3-etag"
     assert manifest["schema"] == json.loads(streamed_files[f"{folder}/{MANIFEST_FILE}"])["schema"]
 
+    # Another Parquet reader, ClickHouse itself, reads the streamed file, and its UUID strings parse back.
+    streamed_url = f"{s3_server.endpoint_url}/{streamed.url.removeprefix('s3://')}/{folder}/{DATA_FILE}"
+    with clickhouse.get_client() as client:
+        read_by_clickhouse = client.query_rows(
+            "SELECT count() AS rows, uniqExact(toUUID(uuid)) AS uuids, max(timestamp) AS last "
+            "FROM s3({url:String}, {key:String}, {secret:String}, 'Parquet')",
+            {"url": streamed_url, "key": s3_server.access_key, "secret": s3_server.secret_key},
+        )[0]
+    assert read_by_clickhouse["rows"] == read_by_clickhouse["uuids"] == len(source_rows(clickhouse, DAY))
+    assert read_by_clickhouse["last"] == max(streamed_table["timestamp"].to_pylist())
+
     rerun = export(clickhouse, direct.resource, dagster_instance, DAY)
     assert rerun.success, failure_message(rerun)
     assert set(direct.list_files()) == set(direct_files)
