@@ -1025,6 +1025,7 @@ def run_export(
         "days": len(days),
         "files": len(done),
         "rows": rows,
+        "dagster/row_count": rows,
         "bytes": sum(result.info.bytes for result in done),
         "duration_seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0,
