@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dagster import (
     Backoff,
     ConfigurableResource,
     EnvVar,
+    Failure,
     InitResourceContext,
     Jitter,
     RetryPolicy,
@@ -173,7 +175,8 @@ def load_settings() -> Settings:
         open_exchange_rates_app_id_configured=bool(os.environ.get("OPEN_EXCHANGE_RATES_APP_ID", "").strip()),
         slack_token_configured=bool(os.environ.get("SLACK_BOT_TOKEN", "").strip()),
         slack_default_channel=os.environ.get("SLACK_DEFAULT_CHANNEL", "").strip() or "#data-alerts",
-        dagster_webserver_url=(os.environ.get("DAGSTER_WEBSERVER_URL", "").strip() or "http://localhost:3000").rstrip("/"),
+        dagster_webserver_url=os.environ.get("DAGSTER_WEBSERVER_URL", "").strip().rstrip("/")
+        or "http://localhost:3000",
     )
 
 
@@ -391,6 +394,11 @@ class _ConnectBackend:
         self.client.close()
 
 
+def _without_query_id(settings: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    settings = dict(settings)
+    return settings, settings.pop("query_id", None)
+
+
 class _NativeBackend:
     """clickhouse-driver over the native protocol (port 9000), for clusters that expose only it."""
 
@@ -398,7 +406,10 @@ class _NativeBackend:
         self.client = client
 
     def _execute(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any], **kwargs: Any):
-        return self.client.execute(sql, dict(parameters) if parameters else None, settings=settings, **kwargs)
+        settings, query_id = _without_query_id(settings)
+        return self.client.execute(
+            sql, dict(parameters) if parameters else None, settings=settings, query_id=query_id, **kwargs
+        )
 
     def command(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> Any:
         rows = self._execute(sql, parameters, settings)
@@ -419,8 +430,9 @@ class _NativeBackend:
     def query_arrow_stream(
         self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]
     ) -> Iterator[Iterator[pa.RecordBatch]]:
+        settings, query_id = _without_query_id(settings)
         rows = self.client.execute_iter(
-            sql, dict(parameters) if parameters else None, settings=settings, with_column_types=True
+            sql, dict(parameters) if parameters else None, settings=settings, query_id=query_id, with_column_types=True
         )
 
         def batches(batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
@@ -723,35 +735,111 @@ class ClickHouseClient:
         """The database this connection works in (unqualified table names resolve here)."""
         return str(self.command("SELECT currentDatabase()"))
 
-    def _settings(self, sql: str, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-        comment = json.dumps({"dagster": self.origin, "statement": first_line(sql)[:80]}, sort_keys=True)
-        return {"log_comment": comment, **(extra or {})}
+    def _settings(self, sql: str, extra: Mapping[str, Any] | None, query_id: str) -> dict[str, Any]:
+        # The query id is in log_comment too: the embedded engine does not take a query_id of ours.
+        origin = {"dagster": self.origin, "query_id": query_id, "statement": first_line(sql)[:80]}
+        return {"log_comment": json.dumps(origin, sort_keys=True), "query_id": query_id, **(extra or {})}
 
-    def _run(self, sql: str, operation: Callable[[], T]) -> T:
+    def _run(self, sql: str, operation: Callable[[str], T], interruptible: bool = True) -> T:
+        """Run ``operation(query_id)`` with retries; each attempt gets a fresh query id.
+
+        An interruptible statement runs in a worker thread while this thread waits, so that a run's
+        termination (Dagster interrupts the run's main thread) kills the query on the server instead of
+        waiting for it: see ``_wait_or_kill``.
+        """
+
+        def attempt() -> T:
+            query_id = str(uuid.uuid4())
+            if not interruptible:
+                return operation(query_id)
+            return self._wait_or_kill(sql, query_id, lambda: operation(query_id))
+
         try:
             return retry_with_backoff(
-                operation,
+                attempt,
                 what=f"ClickHouse statement {first_line(sql)!r}",
                 attempts=self._resource.max_attempts,
                 base_delay=self._resource.retry_base_delay_seconds,
             )
-        except ClickHouseError:
+        except (ClickHouseError, Failure):  # a Failure: the run was interrupted and the query killed
             raise
         except Exception as error:
             message = server_message(error)
             raise ClickHouseError(f"ClickHouse statement {first_line(sql)!r} failed: {message}") from error
 
+    def _wait_or_kill(self, sql: str, query_id: str, statement: Callable[[], T]) -> T:
+        """Run ``statement`` in a worker thread; if this thread is interrupted meanwhile, kill the query.
+
+        Terminating a run (from the UI, ``dagster/max_runtime``, Ctrl-C) interrupts the run's main thread, but
+        a thread blocked inside a driver call only notices when the server answers, which for a long
+        INSERT ... SELECT may be hours later. Waiting here in short steps lets the interrupt arrive at once;
+        the query is then killed by its id, so the server stops writing too.
+        """
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["result"] = statement()
+            except BaseException as error:  # handed to the waiting thread
+                outcome["error"] = error
+
+        worker = threading.Thread(target=work, name=f"clickhouse-{query_id[:8]}", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+        except BaseException as interrupt:
+            self._kill_query(sql, query_id)
+            worker.join(60)
+            if "error" in outcome:
+                get_dagster_logger().warning(f"ClickHouse query {query_id} ended: {server_message(outcome['error'])}")
+            from dagster._core.errors import DagsterExecutionInterruptedError
+
+            if not isinstance(interrupt, DagsterExecutionInterruptedError):
+                raise  # Ctrl-C outside a Dagster run, or the interpreter exiting
+            # Dagster retries an interrupted step that has a RetryPolicy, which would start the query again in
+            # a run being terminated. Fail the step for good instead, and hand the interrupt back to the
+            # executor so that it starts no further step and ends the run as canceled.
+            _hand_interrupt_to_executor()
+            raise Failure(
+                description=f"The run was interrupted: ClickHouse query {query_id} ({first_line(sql)!r}) was killed.",
+                allow_retries=False,
+            ) from None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    def _kill_query(self, sql: str, query_id: str) -> None:
+        """``KILL QUERY`` the statement with this id, on a second connection (this one is busy with it)."""
+        logger = get_dagster_logger()
+        logger.warning(f"Interrupted: killing ClickHouse query {query_id} ({first_line(sql)!r})")
+        if self.is_embedded:  # the embedded engine keeps ids of its own: find the query by its log_comment
+            kill = "KILL QUERY WHERE position(Settings['log_comment'], {query_id:String}) > 0 SYNC"
+        else:
+            kill = "KILL QUERY WHERE query_id = {query_id:String} SYNC"
+        try:
+            with self._resource.get_client() as other:
+                killed = other._backend.query_arrow(kill, {"query_id": query_id}, {}).to_pylist()
+            statuses = [row.get("kill_status") for row in killed]
+            logger.warning(f"KILL QUERY {query_id}: {statuses or 'no such query running (it had already ended)'}")
+        except Exception as error:
+            logger.error(f"Could not kill ClickHouse query {query_id}: {server_message(error)}")
+
     def command(
         self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
     ) -> Any:
         """Run a statement (DDL, INSERT ... SELECT, SYSTEM ...) or a query with a single value."""
-        return self._run(sql, lambda: self._backend.command(sql, parameters, self._settings(sql, settings)))
+        return self._run(
+            sql, lambda query_id: self._backend.command(sql, parameters, self._settings(sql, settings, query_id))
+        )
 
     def query_arrow(
         self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
     ) -> pa.Table:
         """Run a query and return the whole result as an Arrow table (for small and medium results)."""
-        return self._run(sql, lambda: self._backend.query_arrow(sql, parameters, self._settings(sql, settings)))
+        return self._run(
+            sql, lambda query_id: self._backend.query_arrow(sql, parameters, self._settings(sql, settings, query_id))
+        )
 
     def query_rows(
         self, sql: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
@@ -766,22 +854,33 @@ class ClickHouseClient:
         """Stream a large result as Arrow record batches; memory is bounded by the block size, not the result."""
         with ExitStack() as stack:
 
-            def open_stream() -> Iterator[pa.RecordBatch]:
-                stream = self._backend.query_arrow_stream(sql, parameters, self._settings(sql, settings))
+            def open_stream(query_id: str) -> Iterator[pa.RecordBatch]:
+                stream = self._backend.query_arrow_stream(sql, parameters, self._settings(sql, settings, query_id))
                 return stack.enter_context(stream)
 
-            batches = self._run(sql, open_stream)
+            batches = self._run(sql, open_stream, interruptible=False)  # read batch by batch in this thread
             yield _reraise_with_statement(sql, batches)
 
     def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
         """Insert an Arrow table (columns matched by name); returns rows inserted."""
         sql = f"INSERT INTO {table}"
-        return self._run(sql, lambda: self._backend.insert_arrow(table, data, self._settings(sql, settings)))
+        return self._run(
+            sql, lambda query_id: self._backend.insert_arrow(table, data, self._settings(sql, settings, query_id))
+        )
 
     def insert_df(self, table: str, data: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> int:
         """Insert a pandas DataFrame (columns matched by name); returns rows inserted."""
         sql = f"INSERT INTO {table}"
-        return self._run(sql, lambda: self._backend.insert_df(table, data, self._settings(sql, settings)))
+        return self._run(
+            sql, lambda query_id: self._backend.insert_df(table, data, self._settings(sql, settings, query_id))
+        )
+
+
+def _hand_interrupt_to_executor() -> None:
+    """Record an interrupt the way Dagster's own SIGINT handler does outside user code (``capture_interrupts``)."""
+    from dagster._utils import interrupts
+
+    interrupts._received_interrupt["received"] = True
 
 
 def _reraise_with_statement(sql: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

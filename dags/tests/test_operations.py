@@ -5,6 +5,7 @@ A local HTTP server stands in for Slack's Web API.
 """
 
 import json
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs
 
@@ -308,3 +309,123 @@ def test_every_run_transition_is_recorded_in_clickhouse(
         # A retried sensor tick writes the same transition again: the table still holds it once.
         evaluate_status_sensors(dagster_instance, succeeded.run_id, clickhouse)
         assert len([r for r in status_rows(ch) if r["run_id"] == succeeded.run_id]) == 2
+
+
+# --- Timeouts and cancellation ---------------------------------------------------------------------------
+
+LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports")
+
+
+@pytest.mark.parametrize("location", LOCATIONS)
+def test_every_job_is_bounded_by_a_max_runtime(location: str) -> None:
+    import importlib
+
+    defs = importlib.import_module(f"dags.locations.{location}").defs
+    for job_def in defs.resolve_all_job_defs():
+        if job_def.name.startswith("__"):
+            continue  # Dagster's implicit asset job: runs launched from the UI carry no job tags
+        runtime = job_def.tags.get("dagster/max_runtime")
+        assert runtime is not None and float(runtime) > 0, f"job {job_def.name} has no dagster/max_runtime tag"
+
+
+CANCEL_DAY = "2024-03-05"
+SLOW_INSERT = {"max_block_size": 1, "max_threads": 1}  # a few seconds per pre-aggregate on this data
+
+
+def pre_aggregate_table_state(ch: ClickHouseClient, table: str) -> list[dict]:
+    return ch.query_rows(
+        f"SELECT toString(period_bucket) AS bucket, team_id, count() AS rows FROM {table} "
+        "GROUP BY bucket, team_id ORDER BY bucket, team_id"
+    )
+
+
+def test_cancelling_a_pre_aggregate_run_kills_its_query_and_leaves_the_table_unchanged(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import signal
+    import threading
+    from datetime import date
+
+    from dagster import Definitions
+
+    from dags.events import generate_demo_events
+    from dags.web_preaggregated import (
+        BOUNCES_TABLE,
+        JOB_NAME,
+        STATS_TABLE,
+        WEB_ANALYTICS_ASSETS,
+        web_analytics_daily_job,
+    )
+
+    job_def = Definitions(
+        assets=WEB_ANALYTICS_ASSETS, jobs=[web_analytics_daily_job], resources={"clickhouse": clickhouse}
+    ).resolve_job_def(JOB_NAME)
+    with clickhouse.get_client() as ch:
+        generate_demo_events(ch, start_date=date.fromisoformat(CANCEL_DAY), days=1, events=20_000, seed=1)
+    assert job_def.execute_in_process(partition_key=CANCEL_DAY, instance=dagster_instance).success
+    with clickhouse.get_client() as ch:
+        before = {table: pre_aggregate_table_state(ch, table) for table in (STATS_TABLE, BOUNCES_TABLE)}
+        assert all(before.values()), "the first run filled the day"
+        # More traffic arrives: a completed recompute would now change the table.
+        generate_demo_events(ch, start_date=date.fromisoformat(CANCEL_DAY), days=1, events=300_000, seed=2)
+
+    # Cancel the next run once its INSERT ... SELECT is running: Dagster terminates a run by interrupting
+    # the run's main thread (SIGINT to the run worker), exactly as sent here.
+    seen: dict[str, str] = {}
+
+    def cancel_when_the_insert_runs() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not seen:
+            with clickhouse.get_client() as watcher:
+                running = watcher.query_rows(
+                    "SELECT query_id, Settings['log_comment'] AS comment FROM system.processes "
+                    "WHERE query_kind = 'Insert' AND query LIKE '%_staging_%' "
+                    "AND Settings['log_comment'] LIKE {job:String}",
+                    {"job": f"%{JOB_NAME}%"},
+                )
+            if running:
+                seen.update(running[0])
+                # What the UI's Terminate does: mark the run canceling, then interrupt its worker.
+                run_id = json.loads(seen["comment"])["dagster"]["run_id"]
+                dagster_instance.report_run_canceling(dagster_instance.get_run_by_id(run_id))
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=cancel_when_the_insert_runs, daemon=True)
+    watcher.start()
+    run_config = {
+        "ops": {
+            name: {"config": {"extra_clickhouse_settings": SLOW_INSERT}}
+            for name in ("web_pre_aggregated_stats", "web_pre_aggregated_bounces")
+        }
+    }
+    result = job_def.execute_in_process(
+        partition_key=CANCEL_DAY, instance=dagster_instance, run_config=run_config, raise_on_error=False
+    )
+    watcher.join(timeout=130)
+
+    assert seen, "the pre-aggregate INSERT never showed up in system.processes"
+    assert dagster_instance.get_run_by_id(result.run_id).status == DagsterRunStatus.CANCELED
+    event_types = [event.event_type for event in result.all_events]
+    # Not retried (the assets have a RetryPolicy), and no further step was started after the interrupt.
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in event_types
+    assert DagsterEventType.STEP_SUCCESS not in event_types
+    failures = [event for event in result.all_events if event.event_type == DagsterEventType.STEP_FAILURE]
+    assert any("was killed" in event.event_specific_data.error.message for event in failures)
+    logs = capsys.readouterr().err
+    assert "Interrupted: killing ClickHouse query" in logs
+    assert "KILL QUERY" in logs and "['finished']" in logs, logs[-3000:]
+    assert "QUERY_WAS_CANCELLED" in logs  # the server's own word that the statement stopped
+    killed_query_id = json.loads(seen["comment"])["query_id"]
+    assert killed_query_id in logs
+
+    with clickhouse.get_client() as ch:
+        assert ch.query_rows("SELECT query_id FROM system.processes WHERE query_kind = 'Insert'") == []
+        # Neither pre-aggregate changed: nothing half-written, nothing recomputed after the cancel.
+        assert {table: pre_aggregate_table_state(ch, table) for table in (STATS_TABLE, BOUNCES_TABLE)} == before
+        assert (
+            ch.query_rows("SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE '%staging%'")
+            == []
+        )
