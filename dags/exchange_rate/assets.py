@@ -274,15 +274,13 @@ def hourly_exchange_rates_in_clickhouse(
 daily_exchange_rates_job = define_asset_job(
     "daily_exchange_rates_job",
     selection=[daily_exchange_rates, daily_exchange_rates_in_clickhouse],
-    partitions_def=DAILY_PARTITIONS,
-    tags={**OWNER_TAGS, "dagster/max_runtime": 3600},
+    tags={**OWNER_TAGS, "dagster/max_runtime": "3600"},
 )
 
 hourly_exchange_rates_job = define_asset_job(
     "hourly_exchange_rates_job",
     selection=[hourly_exchange_rates, hourly_exchange_rates_in_clickhouse],
-    partitions_def=HOURLY_PARTITIONS,
-    tags={**OWNER_TAGS, "dagster/max_runtime": 900},
+    tags={**OWNER_TAGS, "dagster/max_runtime": "900"},
 )
 
 
