@@ -459,6 +459,8 @@ def test_hourly_partition_refreshes_its_whole_day(
     # The next hour's run replaces the day's rates (the newer version wins).
     assert run(assets, source, clickhouse, dagster_instance, tmp_path, "2025-06-02-10:45").success
     assert stored(ch) == {(date(2025, 6, 2), "EUR"): Decimal("0.8755"), (date(2025, 6, 2), "USD"): Decimal("1")}
+    eur = ch.command("SELECT dictGet('exchange_rate_dict', 'rate', 'EUR', toDate('2025-06-02'))")
+    assert Decimal(str(eur)) == Decimal("0.8755")  # the dictionary too takes the newest version
 
 
 # --- Schedules and settings ----------------------------------------------------------------------------------
