@@ -394,6 +394,58 @@ class _ConnectBackend:
         self.client.close()
 
 
+STREAM_BATCH_ROWS = 65_536
+
+
+class _EmbeddedBackend(_ConnectBackend):
+    """The embedded engine through clickhouse-connect, with a truly streamed Arrow path.
+
+    clickhouse-connect's chDB backend reads a whole ``ArrowStream`` result (and any query with per-call
+    settings) into memory before returning it. Streams therefore use a dedicated chDB handle on the same
+    engine: settings go in with ``SET`` on that handle, and chDB's Arrow reader yields record batches as
+    the engine produces them, so memory stays flat however large the result.
+    """
+
+    def __init__(self, client: Any, data_path: str, database: str | None):
+        super().__init__(client)
+        self.data_path = data_path
+        self.database = database
+
+    @contextmanager
+    def query_arrow_stream(
+        self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]
+    ) -> Iterator[Iterator[pa.RecordBatch]]:
+        import chdb
+        from clickhouse_connect.driver.binding import bind_query
+
+        query, bound = bind_query(sql, dict(parameters) if parameters else None)
+        settings, _ = _without_query_id(settings)  # the engine assigns its own ids (log_comment names ours)
+        handle = chdb.connect(self.data_path)
+        stream = None
+        try:
+            if self.database:
+                handle.query(f"USE {quote_identifier(self.database)}")
+            for name, value in settings.items():
+                handle.query(f"SET {quote_identifier(name)} = {_setting_literal(value)}")
+            params = {key.removeprefix("param_"): value for key, value in bound.items()}
+            stream = handle.send_query(query, "Arrow", params=params)
+            batch_rows = int(settings.get("max_block_size", STREAM_BATCH_ROWS))
+            yield iter(stream.record_batch(rows_per_batch=batch_rows))
+        finally:
+            if stream is not None:
+                stream.close()
+            handle.close()
+
+
+def _setting_literal(value: Any) -> str:
+    """A setting's value as a SQL literal for ``SET`` (numbers bare, anything else a quoted string)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _without_query_id(settings: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     settings = dict(settings)
     return settings, settings.pop("query_id", None)
@@ -637,7 +689,7 @@ class ClickHouseResource(ConfigurableResource):
 
     # -- connections --
 
-    def _open_embedded(self) -> _ConnectBackend:
+    def _open_embedded(self) -> _EmbeddedBackend:
         import clickhouse_connect
 
         target = self.target
@@ -645,9 +697,9 @@ class ClickHouseResource(ConfigurableResource):
         Path(target.data_path).mkdir(parents=True, exist_ok=True)
         client = clickhouse_connect.get_client(dsn=f"chdb://{target.data_path}", settings=dict(self.settings))
         if target.database:
-            client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+            client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}")
             client.database = target.database
-        return _ConnectBackend(client)
+        return _EmbeddedBackend(client, target.data_path, target.database)
 
     def _open_server(self, host: str | None) -> _ConnectBackend | _NativeBackend:
         parsed = urlparse(self.url)

@@ -64,6 +64,15 @@ def test_stream_yields_bounded_batches_covering_every_row(ch: ClickHouseClient) 
     assert total == sum(range(250_000))
 
 
+def test_stream_binds_parameters_and_applies_settings_and_log_comment(ch: ClickHouseClient) -> None:
+    sql = "SELECT number, getSetting('max_threads') AS threads, getSetting('log_comment') AS comment, {x:String} AS x"
+    with ch.query_arrow_stream(sql + " FROM numbers(3)", {"x": "it's"}, settings={"max_threads": 1}) as batches:
+        rows = [row for batch in batches for row in batch.to_pylist()]
+    assert [row["number"] for row in rows] == [0, 1, 2]
+    assert str(rows[0]["threads"]) == "1" and rows[0]["x"] == "it's"
+    assert '"statement": "SELECT number' in rows[0]["comment"]
+
+
 def test_pandas_insert_and_bound_parameters(ch: ClickHouseClient) -> None:
     import pandas as pd
 
