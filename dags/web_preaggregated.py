@@ -345,23 +345,28 @@ class WebPreaggregatedConfig(Config):
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def config_error(message: str) -> Failure:
+    """A failure that retrying cannot fix: the run stops at once, before anything is written."""
+    return Failure(description=message, allow_retries=False)
+
+
 def validate_config(client: ClickHouseClient, config: WebPreaggregatedConfig) -> None:
     """Reject bad config before anything is written, with an error that says what to change."""
     if config.team_ids is not None:
         if not config.team_ids:
-            raise Failure("team_ids is empty: leave it out to compute every team, or list at least one team id.")
+            raise config_error("team_ids is empty: leave it out to compute every team, or list at least one team id.")
         negative = [team for team in config.team_ids if team < 0]
         if negative:
-            raise Failure(f"team_ids must be non-negative team ids, got {negative}.")
+            raise config_error(f"team_ids must be non-negative team ids, got {negative}.")
     settings = config.extra_clickhouse_settings
     if not settings:
         return
     malformed = [name for name in settings if not _SETTING_NAME.match(name)]
     if malformed:
-        raise Failure(f"extra_clickhouse_settings has names that are not ClickHouse settings: {malformed}.")
+        raise config_error(f"extra_clickhouse_settings has names that are not ClickHouse settings: {malformed}.")
     not_scalar = [name for name, value in settings.items() if not isinstance(value, str | int | float | bool)]
     if not_scalar:
-        raise Failure(f"extra_clickhouse_settings values must be numbers, strings or booleans: {not_scalar}.")
+        raise config_error(f"extra_clickhouse_settings values must be numbers, strings or booleans: {not_scalar}.")
     known = {
         row["name"]
         for row in client.query_rows(
@@ -370,14 +375,14 @@ def validate_config(client: ClickHouseClient, config: WebPreaggregatedConfig) ->
     }
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise Failure(
+        raise config_error(
             f"extra_clickhouse_settings names unknown ClickHouse settings: {unknown}. "
             "See SELECT name FROM system.settings for the ones this server knows."
         )
     try:
         client.command("SELECT 1", settings=settings)
     except Exception as error:
-        raise Failure(f"ClickHouse rejected extra_clickhouse_settings {settings}: {error}") from None
+        raise config_error(f"ClickHouse rejected extra_clickhouse_settings {settings}: {error}") from None
 
 
 def days_of(first_day: date, end_day: date) -> list[date]:
@@ -568,7 +573,7 @@ def materialize_window(
     with clickhouse.get_client(context) as client:
         validate_config(client, config)
         if not client.command("EXISTS TABLE events"):
-            raise Failure(
+            raise config_error(
                 f"There is no events table in database {client.database!r}: load events first "
                 "(locally: materialize demo_events, or run bin/demo)."
             )
