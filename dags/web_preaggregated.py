@@ -113,31 +113,54 @@ DIMENSIONS = (
 )  # fmt: skip
 
 
-def dimension_expressions(properties: str) -> str:
-    """SELECT expressions for the dimension columns, read from the JSON column or expression ``properties``."""
-    string = f"JSONExtractString({properties}, '{{}}')"
-    return ",\n    ".join(
-        [
-            f"{string.format('$host')} AS host",
-            f"{string.format('$device_type')} AS device_type",
-            f"{string.format('$browser')} AS browser",
-            f"{string.format('$os')} AS os",
-            f"JSONExtractInt({properties}, '$viewport_width') AS viewport_width",
-            f"JSONExtractInt({properties}, '$viewport_height') AS viewport_height",
-            f"{string.format('$referring_domain')} AS referring_domain",
-            f"{string.format('utm_source')} AS utm_source",
-            f"{string.format('utm_medium')} AS utm_medium",
-            f"{string.format('utm_campaign')} AS utm_campaign",
-            f"{string.format('utm_term')} AS utm_term",
-            f"{string.format('utm_content')} AS utm_content",
-            f"{string.format('gclid')} != '' AS has_gclid",
-            f"{string.format('fbclid')} != '' AS has_fbclid",
-            f"{string.format('$geoip_country_code')} AS country_code",
-            f"{string.format('$geoip_city_name')} AS city_name",
-            f"{string.format('$geoip_subdivision_1_code')} AS region_code",
-            f"{string.format('$geoip_subdivision_1_name')} AS region_name",
-        ]
-    )
+# Each dimension column and the event property it comes from; `has_*` are true when the property is non-empty.
+DIMENSION_PROPERTIES: dict[str, tuple[str, str]] = {
+    "host": ("$host", "String"),
+    "device_type": ("$device_type", "String"),
+    "browser": ("$browser", "String"),
+    "os": ("$os", "String"),
+    "viewport_width": ("$viewport_width", "Int64"),
+    "viewport_height": ("$viewport_height", "Int64"),
+    "referring_domain": ("$referring_domain", "String"),
+    "utm_source": ("utm_source", "String"),
+    "utm_medium": ("utm_medium", "String"),
+    "utm_campaign": ("utm_campaign", "String"),
+    "utm_term": ("utm_term", "String"),
+    "utm_content": ("utm_content", "String"),
+    "has_gclid": ("gclid", "String"),
+    "has_fbclid": ("fbclid", "String"),
+    "country_code": ("$geoip_country_code", "String"),
+    "city_name": ("$geoip_city_name", "String"),
+    "region_code": ("$geoip_subdivision_1_code", "String"),
+    "region_name": ("$geoip_subdivision_1_name", "String"),
+}
+assert tuple(DIMENSION_PROPERTIES) == DIMENSIONS
+
+# The properties the pre-aggregates read, parsed once per event (a third of the time of one parse per
+# property); missing properties come out as '' and 0.
+PROPERTIES_TUPLE = (
+    "Tuple("
+    + ", ".join(f'"{key}" {type_}' for key, type_ in [("$pathname", "String"), *DIMENSION_PROPERTIES.values()])
+    + ")"
+)
+
+
+def parse_properties(properties: str) -> str:
+    """The expression that parses the JSON ``properties`` into a tuple of the properties read here."""
+    return f"JSONExtract({properties}, '{PROPERTIES_TUPLE}')"
+
+
+def property_of(parsed: str, key: str) -> str:
+    return f"tupleElement({parsed}, '{key}')"
+
+
+def dimension_expressions(parsed: str) -> str:
+    """SELECT expressions for the dimension columns, from a tuple made by ``parse_properties``."""
+    expressions = []
+    for column, (key, _) in DIMENSION_PROPERTIES.items():
+        value = property_of(parsed, key)
+        expressions.append(f"{value} != '' AS {column}" if column.startswith("has_") else f"{value} AS {column}")
+    return ",\n    ".join(expressions)
 
 
 _DIMENSION_LIST = ", ".join(DIMENSIONS)
@@ -197,17 +220,21 @@ INSERT INTO {{staging:Identifier}}
 SELECT
     toUInt64(team_id),
     toStartOfHour(timestamp) AS period_bucket,
-    {dimension_expressions("properties")},
-    JSONExtractString(properties, '$pathname') AS pathname,
+    {dimension_expressions("parsed")},
+    {property_of("parsed", "$pathname")} AS pathname,
     uniqState(person_id),
     -- Pageviews without a session id count as pageviews, not as one shared empty session.
     CAST(uniqIfState(`$session_id`, `$session_id` != '') AS AggregateFunction(uniq, String)),
     sumState(toUInt64(1))
-FROM events
-WHERE event = '$pageview'
-  AND toDate(timestamp) >= {{first_day:Date}}
-  AND toDate(timestamp) < {{end_day:Date}}
-  {{team_filter}}
+FROM
+(
+    SELECT team_id, timestamp, person_id, `$session_id`, {parse_properties("properties")} AS parsed
+    FROM events
+    WHERE event = '$pageview'
+      AND toDate(timestamp) >= {{first_day:Date}}
+      AND toDate(timestamp) < {{end_day:Date}}
+      {{team_filter}}
+)
 GROUP BY team_id, period_bucket, {_DIMENSION_LIST}, pathname
 """
 
@@ -246,8 +273,8 @@ INSERT INTO {{staging:Identifier}}
 SELECT
     toUInt64(team_id),
     toStartOfHour(session_start) AS period_bucket,
-    {dimension_expressions("entry_properties")},
-    JSONExtractString(entry_properties, '$pathname') AS entry_pathname,
+    {dimension_expressions("entry")},
+    {property_of("entry", "$pathname")} AS entry_pathname,
     end_pathname,
     uniqState(session_person_id),
     uniqState(session_id),
@@ -255,7 +282,7 @@ SELECT
     sumState(toUInt64(is_bounce)),
     sumState(duration_seconds),
     sumState(toUInt64(1))
-FROM ({SESSIONS})
+FROM (SELECT *, {parse_properties("entry_properties")} AS entry FROM ({SESSIONS}))
 GROUP BY team_id, period_bucket, {_DIMENSION_LIST}, entry_pathname, end_pathname
 """
 
