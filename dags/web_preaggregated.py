@@ -574,15 +574,19 @@ BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=_settings.web_
 
 
 def check_specs(asset_name: str) -> list[AssetCheckSpec]:
+    """The checks run after each materialization, recorded per partition (a multi-day run records one
+    evaluation for its whole window, listing the days in its metadata)."""
     return [
         AssetCheckSpec(
             CHECK_TOTALS_MATCH_EVENTS,
             asset=asset_name,
+            partitions_def=WEB_ANALYTICS_DAILY_PARTITIONS,
             description="Pageviews and unique sessions per team and day equal those computed from events.",
         ),
         AssetCheckSpec(
             CHECK_NO_EMPTY_DAYS,
             asset=asset_name,
+            partitions_def=WEB_ANALYTICS_DAILY_PARTITIONS,
             description="Every day of the run with pageviews in events has rows in the pre-aggregate.",
         ),
     ]

@@ -390,7 +390,8 @@ def test_demo_traffic_numbers_equal_the_events_exactly(
 def test_running_a_day_twice_changes_nothing(
     sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:
-    run(clickhouse, dagster_instance, "2024-03-15")
+    result = run(clickhouse, dagster_instance, "2024-03-15")
+    assert {evaluation.partition for evaluation in result.get_asset_check_evaluations()} == {"2024-03-15"}
     first = {table: snapshot(sessions, table) for table in (STATS_TABLE, BOUNCES_TABLE)}
     run(clickhouse, dagster_instance, "2024-03-15")
     assert {table: snapshot(sessions, table) for table in (STATS_TABLE, BOUNCES_TABLE)} == first
