@@ -24,6 +24,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from dags.common import load_settings, redact_url
 from dags.events import create_events_table, recent_days
 
+DEMO_EVENTS_KEY = AssetKey("demo_events")
+
 
 @dataclass
 class Outcome:
@@ -33,7 +35,17 @@ class Outcome:
     error: str | None = None
 
 
-def daily_assets_in_dependency_order() -> list[tuple[AssetKey, AssetsDefinition]]:
+@dataclass
+class DailyAsset:
+    """A daily partitioned asset, with the assets whose outputs it loads as inputs (run beside it, unselected)."""
+
+    key: AssetKey
+    assets_def: AssetsDefinition
+    upstream: list[AssetsDefinition]  # loaded as inputs: materialize() needs them beside the asset
+    upstream_keys: list[AssetKey]  # every parent, inputs and deps
+
+
+def daily_assets_in_dependency_order() -> list[DailyAsset]:
     from dags.definitions import defs
 
     graph = defs.resolve_asset_graph()
@@ -41,21 +53,18 @@ def daily_assets_in_dependency_order() -> list[tuple[AssetKey, AssetsDefinition]
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)
         if node.is_materializable and isinstance(node.partitions_def, DailyPartitionsDefinition):
-            ordered.append((key, node.assets_def))
+            parents = [graph.get(parent) for parent in node.parent_keys]
+            upstream = [parent.assets_def for parent in parents if parent.is_materializable]
+            ordered.append(DailyAsset(key, node.assets_def, upstream, sorted(node.parent_keys)))
     return ordered
 
 
-def run_asset(
-    key: AssetKey,
-    assets_def: AssetsDefinition,
-    days: list[date],
-    instance: DagsterInstance,
-    run_config: dict,
-) -> list[Outcome]:
+def run_asset(daily: DailyAsset, days: list[date], instance: DagsterInstance, run_config: dict) -> list[Outcome]:
     """Materialize one asset for the days its partitions cover: one run per range when its policy allows.
 
     The asset comes from the resolved definitions, so it already carries the location's resources.
     """
+    key, assets_def = daily.key, daily.assets_def
     partitions_def = assets_def.partitions_def
     assert isinstance(partitions_def, DailyPartitionsDefinition)
     valid = set(partitions_def.get_partition_keys())
@@ -74,7 +83,7 @@ def run_asset(
         error = None
         try:
             result = materialize(
-                [assets_def],
+                [assets_def, *[upstream for upstream in daily.upstream if upstream is not assets_def]],
                 selection=[key],
                 instance=instance,
                 tags=tags,
@@ -109,18 +118,32 @@ def main(argv: list[str] | None = None) -> int:
 
     from dags.locations import shared_resources
 
-    resources = shared_resources()
-    with resources["clickhouse"].get_client() as client:
+    # Outside a run, EnvVar settings (a server URL) must be resolved by hand.
+    clickhouse = shared_resources()["clickhouse"].process_config_and_initialize()
+    with clickhouse.get_client() as client:
         create_events_table(client)
 
     run_config = {"ops": {"demo_events": {"config": {"events_per_day": args.events_per_day}}}}
     outcomes: list[Outcome] = []
     with DagsterInstance.get() as instance:
-        ordered = sorted(daily_assets_in_dependency_order(), key=lambda item: item[0].to_user_string() != "demo_events")
-        for key, assets_def in ordered:
-            outcomes += run_asset(key, assets_def, days, instance, run_config)
+        # Demo events first: everything else reads them.
+        ordered = sorted(daily_assets_in_dependency_order(), key=lambda daily: daily.key != DEMO_EVENTS_KEY)
+        failed: set[AssetKey] = set()
+        for daily in ordered:
+            failed_upstream = [parent for parent in daily.upstream_keys if parent in failed]
+            if failed_upstream:
+                # As a Dagster backfill would: what reads a failed asset is not run.
+                reason = f"skipped: upstream {failed_upstream[0].to_user_string()} failed"
+                outcomes.append(Outcome(daily.key.to_user_string(), "all days", 0.0, reason))
+                print(f"  skip {daily.key.to_user_string():40s} ({reason})")
+                failed.add(daily.key)
+                continue
+            asset_outcomes = run_asset(daily, days, instance, run_config)
+            if any(outcome.error for outcome in asset_outcomes):
+                failed.add(daily.key)
+            outcomes += asset_outcomes
 
-    with resources["clickhouse"].get_client() as client:
+    with clickhouse.get_client() as client:
         tables = client.query_rows(
             "SELECT name, total_rows, formatReadableSize(total_bytes) AS size FROM system.tables "
             "WHERE database = currentDatabase() AND engine NOT IN ('View', 'Dictionary') ORDER BY name"

@@ -104,7 +104,8 @@ class DayRatesIOManager(UPathIOManager):
         if missing:
             raise Failure(
                 f"No fetched rates for {len(missing)} partitions of {context.asset_key.to_user_string()} "
-                f"(first: {missing[0]}): materialize them first. Nothing was written."
+                f"(first: {missing[0]}): materialize them first. Nothing was written.",
+                allow_retries=False,  # waiting will not make them appear
             )
         return {key: self.load_from_path(context, paths[key]) for key in context.asset_partition_keys}
 
