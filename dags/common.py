@@ -866,14 +866,19 @@ class ClickHouseClient:
         logger = get_dagster_logger()
         logger.warning(f"Interrupted: killing ClickHouse query {query_id} ({first_line(sql)!r})")
         if self.is_embedded:  # the embedded engine keeps ids of its own: find the query by its log_comment
-            kill = "KILL QUERY WHERE position(Settings['log_comment'], {query_id:String}) > 0 SYNC"
+            where = "position(Settings['log_comment'], {query_id:String}) > 0"
         else:
-            kill = "KILL QUERY WHERE query_id = {query_id:String} SYNC"
+            where = "query_id = {query_id:String}"
+        running = f"SELECT count() FROM system.processes WHERE {where}"
+        parameters = {"query_id": query_id}
         try:
             with self._resource.get_client() as other:
-                killed = other._backend.query_arrow(kill, {"query_id": query_id}, {}).to_pylist()
-            statuses = [row.get("kill_status") for row in killed]
-            logger.warning(f"KILL QUERY {query_id}: {statuses or 'no such query running (it had already ended)'}")
+                if not other._backend.command(running, parameters, {}):
+                    logger.warning(f"KILL QUERY {query_id}: not running any more")
+                    return
+                other._backend.command(f"KILL QUERY WHERE {where} SYNC", parameters, {})
+                outcome = "still running" if other._backend.command(running, parameters, {}) else "killed"
+            logger.warning(f"KILL QUERY {query_id}: {outcome}")
         except Exception as error:
             logger.error(f"Could not kill ClickHouse query {query_id}: {server_message(error)}")
 

@@ -46,6 +46,7 @@ class DagsterDev:
     url: str
     clickhouse: ClickHouseResource
     log_path: Path
+    home: Path
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
@@ -87,6 +88,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, clickhouse_data_path: 
         url=f"http://127.0.0.1:{port}",
         clickhouse=ClickHouseResource(url=clickhouse_url, lock_timeout_seconds=300),
         log_path=log_path,
+        home=home,
     )
     try:
 
@@ -194,19 +196,29 @@ def finished_run(dagster_dev: DagsterDev) -> str:
         "executionMetadata": {"tags": [{"key": "dagster/partition", "value": PARTITION}]},
         "mode": "default",
     }
-    launched = dagster_dev.graphql(LAUNCH_RUN, {"params": params})["launchPipelineExecution"]
+    run_id = launch_and_wait(dagster_dev, params, until={"SUCCESS", "FAILURE", "CANCELED"})
+    assert run_status(dagster_dev, run_id) == "SUCCESS", dagster_dev.log_tail()
+    return run_id
+
+
+def launch_and_wait(server: DagsterDev, params: dict[str, Any], until: set[str], timeout: float = 300) -> str:
+    launched = server.graphql(LAUNCH_RUN, {"params": params})["launchPipelineExecution"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-
-    def status() -> str:
-        return dagster_dev.graphql(RUN_STATUS_QUERY, {"id": run_id})["runOrError"]["status"]
-
-    try:
-        wait_until(lambda: status() in {"SUCCESS", "FAILURE", "CANCELED"}, 300, f"run {run_id} to finish", interval=1)
-    except TimeoutError:
-        pytest.fail(f"run {run_id} is still {status()} after 300s\n{dagster_dev.log_tail()}")
-    assert status() == "SUCCESS", dagster_dev.log_tail()
+    if until:
+        wait_for_status(server, run_id, until, timeout)
     return run_id
+
+
+def run_status(server: DagsterDev, run_id: str) -> str:
+    return server.graphql(RUN_STATUS_QUERY, {"id": run_id})["runOrError"]["status"]
+
+
+def wait_for_status(server: DagsterDev, run_id: str, statuses: set[str], timeout: float = 300) -> None:
+    try:
+        wait_until(lambda: run_status(server, run_id) in statuses, timeout, f"run {run_id} to be {statuses}", 1)
+    except TimeoutError:
+        pytest.fail(f"run {run_id} is {run_status(server, run_id)}, not {statuses}\n{server.log_tail()}")
 
 
 def test_the_run_status_sensors_record_a_real_run_in_clickhouse(dagster_dev: DagsterDev, finished_run: str) -> None:
@@ -303,9 +315,7 @@ def test_the_asset_graph_shows_every_asset(dagster_dev: DagsterDev, browser: Any
     wait_for_page(browser, lambda page: "Global asset lineage" in page and "demo" in page, "the asset graph")
 
     # Open every group, in the graph (its context menu) and in the sidebar (each group's row).
-    ActionChains(browser).move_by_offset(1300, 300).context_click().perform()
-    expand = wait_for_visible(browser, "//*[starts-with(normalize-space(.), 'Expand all groups')]")
-    expand.click()
+    open_graph_menu_and_choose(browser, "Expand all groups")
     for group in sorted(groups):
         # The sidebar's row for the group is the leftmost one (the graph's group box is to its right).
         rows = sorted(
@@ -325,7 +335,29 @@ def test_the_asset_graph_shows_every_asset(dagster_dev: DagsterDev, browser: Any
     browser.save_screenshot(str(SCREENSHOTS / "asset-graph.png"))
 
 
-def wait_for_visible(driver: Any, xpath: str) -> Any:
+def open_graph_menu_and_choose(driver: Any, item: str) -> None:
+    """Right-click the graph's empty background (its corners, away from the nodes) and choose ``item``."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    graph = max(
+        (svg for svg in driver.find_elements(By.TAG_NAME, "svg") if svg.is_displayed()),
+        key=lambda svg: svg.size["width"] * svg.size["height"],
+    )
+    width, height = graph.size["width"], graph.size["height"]
+    for dx, dy in ((20, 20), (width - 80, 20), (20, height - 20), (width // 2, 20)):
+        ActionChains(driver).move_to_element_with_offset(
+            graph, dx - width // 2, dy - height // 2
+        ).context_click().perform()
+        try:
+            wait_for_visible(driver, f"//*[starts-with(normalize-space(.), '{item}')]", timeout=5).click()
+            return
+        except TimeoutError:
+            ActionChains(driver).send_keys("\ue00c").perform()  # Escape: close whatever opened
+    raise AssertionError(f"the asset graph's context menu never offered {item!r}")
+
+
+def wait_for_visible(driver: Any, xpath: str, timeout: float = 30) -> Any:
     from selenium.webdriver.common.by import By
 
     found: list[Any] = []
@@ -334,7 +366,7 @@ def wait_for_visible(driver: Any, xpath: str) -> Any:
         found[:] = [element for element in driver.find_elements(By.XPATH, xpath) if element.is_displayed()]
         return bool(found)
 
-    wait_until(visible, 30, f"an element {xpath}", interval=0.3)
+    wait_until(visible, timeout, f"an element {xpath}", interval=0.3)
     return found[-1]
 
 
@@ -360,3 +392,91 @@ def test_the_run_page_shows_the_finished_run(dagster_dev: DagsterDev, browser: A
     assert finished_run[:8] in text and "Success" in text
     assert "demo_events" in text and f"partition: {PARTITION}" in text and "rows_written" in text
     browser.save_screenshot(str(SCREENSHOTS / "run.png"))
+
+
+# --- Terminating a run from the UI -----------------------------------------------------------------------
+
+CANCEL_DAY = "2024-03-16"
+
+TERMINATE_RUN = """
+mutation ($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunFailure { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def test_terminating_a_pre_aggregate_run_kills_its_clickhouse_query(dagster_dev: DagsterDev, finished_run: str) -> None:
+    """The UI's Terminate on a running web analytics run: the query stops on the server, nothing is written."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    # A day of traffic, and a pre-aggregate run made slow on purpose: one row per block, one part per row.
+    demo_day = {
+        "selector": {
+            "repositoryLocationName": "shared",
+            "repositoryName": "__repository__",
+            "pipelineName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["demo_events"]}],
+        },
+        "runConfigData": {"ops": {"demo_events": {"config": {"events_per_day": 300_000}}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": CANCEL_DAY}]},
+        "mode": "default",
+    }
+    demo_run = launch_and_wait(dagster_dev, demo_day, until={"SUCCESS", "FAILURE", "CANCELED"})
+    assert run_status(dagster_dev, demo_run) == "SUCCESS", dagster_dev.log_tail()
+
+    slow = {
+        "extra_clickhouse_settings": {
+            "max_block_size": 1,
+            "max_threads": 1,
+            "max_insert_block_size": 1,
+            "min_insert_block_size_rows": 1,
+            "min_insert_block_size_bytes": 1,
+        }
+    }
+    pre_aggregate = {
+        "selector": {
+            "repositoryLocationName": "web_analytics",
+            "repositoryName": "__repository__",
+            "pipelineName": "web_analytics_daily_job",
+        },
+        "runConfigData": {
+            "ops": {name: {"config": slow} for name in ("web_pre_aggregated_stats", "web_pre_aggregated_bounces")}
+        },
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": CANCEL_DAY}]},
+        "mode": "default",
+    }
+    run_id = launch_and_wait(dagster_dev, pre_aggregate, until=set())
+    with DagsterInstance.from_config(str(dagster_dev.home)) as instance:
+
+        def bounces_started() -> bool:
+            started = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_START).records
+            return any(record.event_log_entry.step_key == "web_pre_aggregated_bounces" for record in started)
+
+        wait_until(bounces_started, 300, "the bounces step to start", interval=0.2)
+        time.sleep(2)  # into its INSERT ... SELECT, which takes many seconds at one part per row
+        terminated = dagster_dev.graphql(TERMINATE_RUN, {"runId": run_id})["terminateRun"]
+        assert terminated["__typename"] == "TerminateRunSuccess", terminated
+        wait_for_status(dagster_dev, run_id, {"CANCELED"}, timeout=180)
+
+        messages = [entry.user_message for entry in instance.all_logs(run_id)]
+        assert any("Interrupted: killing ClickHouse query" in message for message in messages), messages[-20:]
+        assert any("KILL QUERY" in message and ": killed" in message for message in messages), messages[-20:]
+        retried = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records
+        assert not retried, "a terminated run must not retry its step"
+
+    with dagster_dev.clickhouse.get_client() as client:
+        for table in ("web_pre_aggregated_stats", "web_pre_aggregated_bounces"):
+            if client.command("EXISTS TABLE {table:Identifier}", {"table": table}):
+                written = client.command(
+                    "SELECT count() FROM {table:Identifier} WHERE toDate(period_bucket) = {day:Date}",
+                    {"table": table, "day": CANCEL_DAY},
+                )
+                assert written == 0, f"{table} got rows from a terminated run"
+        staging = client.query_rows(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE '%staging%'"
+        )
+        assert staging == []
