@@ -94,7 +94,9 @@ EXPORT_MAX_RUNTIME_SECONDS = 4 * 3600
 
 # --- What is exported: one SELECT per dataset, a day at a time --------------------------------------------
 
-# Every column of the `events` contract, sorted so the same day always gives the same file.
+# Every column of the `events` contract. Sorted by the table's own sorting key (`events.uuid` is the column,
+# not the string alias) so ClickHouse reads the day in order instead of sorting it in memory: memory stays
+# flat however big the day, and the same day always gives the same file.
 EVENTS_EXPORT_QUERY = """
 SELECT
     toString(uuid) AS uuid,
@@ -107,8 +109,8 @@ SELECT
     `$session_id`,
     inserted_at
 FROM events
-WHERE toDate(timestamp) = {day:Date} {slice_filter}
-ORDER BY team_id, timestamp, uuid
+WHERE toDate(timestamp) = {day:Date}
+ORDER BY team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(events.uuid)
 """
 
 
@@ -130,7 +132,7 @@ FROM
         uniqMerge(sessions_uniq_state) AS sessions,
         sumMerge(pageviews_count_state) AS pageviews
     FROM {STATS_TABLE}
-    WHERE toDate(period_bucket) = {{day:Date}} {{slice_filter}}
+    WHERE toDate(period_bucket) = {{day:Date}}
     GROUP BY team_id, period_bucket, {_DIMENSIONS}, pathname
 )
 ORDER BY ALL
@@ -153,7 +155,7 @@ FROM
         sumMerge(total_session_duration_state) AS total_session_duration,
         sumMerge(total_session_count_state) AS total_session_count
     FROM {BOUNCES_TABLE}
-    WHERE toDate(period_bucket) = {{day:Date}} {{slice_filter}}
+    WHERE toDate(period_bucket) = {{day:Date}}
     GROUP BY team_id, period_bucket, {_DIMENSIONS}, entry_pathname, end_pathname
 )
 ORDER BY ALL
@@ -162,124 +164,17 @@ ORDER BY ALL
 
 @dataclass(frozen=True)
 class ExportDataset:
-    """A dataset exported one day at a time: its folder name (a contract), the day's SELECT, the source
-    table and its time column (to read a day in slices), and how to create the source table when missing
-    (so a fresh install exports empty days instead of failing)."""
+    """A dataset exported one day at a time: its folder name (a contract), the day's SELECT, and how to
+    create the source table when missing (so a fresh install exports empty days instead of failing)."""
 
     name: str
-    query: str  # takes {day:Date}; {slice_filter} marks where a slice's conditions go
-    table: str
-    time_column: str
+    query: str  # takes {day:Date}
     create_source: Callable[[ClickHouseClient], None]
 
-    def day_query(self, sliced: bool) -> str:
-        return self.query.replace("{slice_filter}", SLICE_FILTER if sliced else "")
 
-
-EVENTS_DATASET = ExportDataset("events", EVENTS_EXPORT_QUERY, "events", "timestamp", create_events_table)
-WEB_STATS_DATASET = ExportDataset(
-    STATS_TABLE, WEB_STATS_EXPORT_QUERY, STATS_TABLE, "period_bucket", create_web_preaggregated_tables
-)
-WEB_BOUNCES_DATASET = ExportDataset(
-    BOUNCES_TABLE, WEB_BOUNCES_EXPORT_QUERY, BOUNCES_TABLE, "period_bucket", create_web_preaggregated_tables
-)
-
-
-# --- Reading a day in slices ------------------------------------------------------------------------------
-
-# A streamed day is read in slices of consecutive teams, and a busy team in slices of consecutive hours,
-# each at most `slice_rows` rows: memory stays bounded by the slice even where the client holds a whole
-# result (clickhouse-connect does on the embedded engine), and each slice reads only its teams' granules
-# (the sorting keys start with team_id and the day). Slices follow the export's order, so the file is the
-# same as one query would give.
-SLICE_FILTER = """
-    AND team_id BETWEEN {first_team:Int64} AND {last_team:Int64}
-    AND {time_column:Identifier} >= {slice_start:DateTime64(6, 'UTC')}
-    AND {time_column:Identifier} < {slice_end:DateTime64(6, 'UTC')}"""
-
-ROWS_PER_TEAM = """
-SELECT team_id, count() AS rows
-FROM {table:Identifier}
-WHERE toDate({time_column:Identifier}) = {day:Date}
-GROUP BY team_id
-ORDER BY team_id
-"""
-
-ROWS_PER_HOUR_OF_TEAM = """
-SELECT toUnixTimestamp(toStartOfHour({time_column:Identifier})) AS hour, count() AS rows
-FROM {table:Identifier}
-WHERE toDate({time_column:Identifier}) = {day:Date} AND team_id = {team:Int64}
-GROUP BY hour
-ORDER BY hour
-"""
-
-
-@dataclass(frozen=True)
-class DaySlice:
-    """Teams ``first_team..last_team`` between ``start`` and ``end``: a part of a day read by one query."""
-
-    first_team: int
-    last_team: int
-    start: datetime
-    end: datetime
-    rows: int
-
-    def parameters(self, dataset: ExportDataset) -> dict[str, Any]:
-        return {
-            "first_team": self.first_team,
-            "last_team": self.last_team,
-            "time_column": dataset.time_column,
-            "slice_start": self.start.replace(tzinfo=None),
-            "slice_end": self.end.replace(tzinfo=None),
-        }
-
-
-def plan_slices(client: ClickHouseClient, dataset: ExportDataset, day: date, max_rows: int) -> list[DaySlice]:
-    """Cut the day into slices of at most ``max_rows`` source rows (a single busy hour of one team may exceed it)."""
-    day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    day_end = day_start + timedelta(days=1)
-    where = {"table": dataset.table, "time_column": dataset.time_column, "day": day}
-    slices: list[DaySlice] = []
-    current: DaySlice | None = None
-    for row in client.query_rows(ROWS_PER_TEAM, where):
-        team, rows = int(row["team_id"]), int(row["rows"])
-        if current is not None and current.rows + rows <= max_rows:
-            current = DaySlice(current.first_team, team, day_start, day_end, current.rows + rows)
-            continue
-        if current is not None:
-            slices.append(current)
-            current = None
-        if rows <= max_rows:
-            current = DaySlice(team, team, day_start, day_end, rows)
-            continue
-        hour: DaySlice | None = None
-        for hour_row in client.query_rows(ROWS_PER_HOUR_OF_TEAM, {**where, "team": team}):
-            start = datetime.fromtimestamp(int(hour_row["hour"]), UTC)
-            end, hour_rows = start + timedelta(hours=1), int(hour_row["rows"])
-            if hour is not None and hour.rows + hour_rows <= max_rows:
-                hour = DaySlice(team, team, hour.start, end, hour.rows + hour_rows)
-            else:
-                if hour is not None:
-                    slices.append(hour)
-                hour = DaySlice(team, team, start, end, hour_rows)
-        if hour is not None:
-            slices.append(hour)
-    if current is not None:
-        slices.append(current)
-    return slices
-
-
-def sliced_batches(
-    client: ClickHouseClient, dataset: ExportDataset, day: date, slices: list[DaySlice], batch_rows: int
-) -> Iterator[pa.RecordBatch]:
-    """The day's rows in export order, one slice query after the other."""
-    for day_slice in slices:
-        with client.query_arrow_stream(
-            dataset.day_query(sliced=True),
-            {"day": day, **day_slice.parameters(dataset)},
-            settings={"max_block_size": batch_rows},
-        ) as batches:
-            yield from batches
+EVENTS_DATASET = ExportDataset("events", EVENTS_EXPORT_QUERY, create_events_table)
+WEB_STATS_DATASET = ExportDataset(STATS_TABLE, WEB_STATS_EXPORT_QUERY, create_web_preaggregated_tables)
+WEB_BOUNCES_DATASET = ExportDataset(BOUNCES_TABLE, WEB_BOUNCES_EXPORT_QUERY, create_web_preaggregated_tables)
 
 
 def day_folder(dataset: str, day: date) -> str:
@@ -784,14 +679,6 @@ class ExportDestination(ConfigurableResource):
     batch_rows: int = Field(
         default=65_536, ge=1, description="Rows per Arrow batch streamed from ClickHouse (max_block_size)."
     )
-    slice_rows: int = Field(
-        default=250_000,
-        ge=1,
-        description=(
-            "stream: most source rows one query reads; a day is read in slices of teams (and of hours for a "
-            "busy team), which bounds memory even where the ClickHouse client holds whole results."
-        ),
-    )
     part_size_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=5 * 1024 * 1024,
@@ -868,19 +755,21 @@ def write_streamed(
     folder: str,
     run_id: str,
 ) -> ParquetFileInfo:
-    """Stream the day's rows into a local Parquet file, slice by slice, then publish it in one step."""
+    """Stream the day's rows into a local Parquet file, batch by batch, then publish it in one step."""
     staging = destination.staging_path(folder, run_id)
     try:
         with open_client() as client:
             dataset.create_source(client)
-            slices = plan_slices(client, dataset, day, resource.slice_rows)
-            empty_query = f"SELECT * FROM ({dataset.day_query(sliced=False)}) LIMIT 0"
-            write_parquet(
-                sliced_batches(client, dataset, day, slices, resource.batch_rows),
-                staging,
-                resource.row_group_rows,
-                lambda: client.query_arrow(empty_query, {"day": day}).schema,
-            )
+            empty_query = f"SELECT * FROM ({dataset.query}) LIMIT 0"
+            with client.query_arrow_stream(
+                dataset.query, {"day": day}, settings={"max_block_size": resource.batch_rows}
+            ) as batches:
+                write_parquet(
+                    batches,
+                    staging,
+                    resource.row_group_rows,
+                    lambda: client.query_arrow(empty_query, {"day": day}).schema,
+                )
         info = describe_parquet_file(staging)
         destination.publish(staging, folder)
         return info
@@ -903,7 +792,7 @@ def write_with_clickhouse(
     with open_client() as client:
         dataset.create_source(client)
         client.command(
-            insert + dataset.day_query(sliced=False),
+            insert + dataset.query,
             {
                 "day": day,
                 "url": destination.object_url(endpoint, f"{folder}/{DATA_FILE}"),

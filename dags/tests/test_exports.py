@@ -25,14 +25,12 @@ from dags.common import ClickHouseResource
 from dags.events import generate_demo_events
 from dags.exports import (
     DATA_FILE,
-    EVENTS_DATASET,
     MANIFEST_FILE,
     ExportDestination,
     events_export,
     export_destination_from_env,
     fixed_size_row_groups,
     parse_destination_url,
-    plan_slices,
     web_pre_aggregated_bounces_export,
     web_pre_aggregated_stats_export,
     write_parquet,
@@ -490,30 +488,19 @@ def test_pre_aggregate_exports_hold_the_days_finalized_numbers_either_way_they_a
         assert direct_table.equals(read_parquet(local_files[f"{folder}/{DATA_FILE}"]))
 
 
-def test_a_day_read_in_many_small_slices_gives_the_same_file_as_one_query(
+def test_the_file_does_not_depend_on_how_clickhouse_cuts_its_blocks(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path
 ) -> None:
     load_events(clickhouse, DAY, 6_000)
-    with clickhouse.get_client() as client:
-        slices = plan_slices(client, EVENTS_DATASET, DAY, max_rows=400)
-        busiest_hour = client.command(
-            "SELECT max(n) FROM (SELECT count() AS n FROM events GROUP BY team_id, toStartOfHour(timestamp))"
-        )
-    assert sum(day_slice.rows for day_slice in slices) == 6_000
-    assert len(slices) >= 15 and all(day_slice.rows <= max(400, busiest_hour) for day_slice in slices)
-    assert all(day_slice.first_team == day_slice.last_team for day_slice in slices)  # every team is busy here
-    assert [(s.first_team, s.start) for s in slices] == sorted((s.first_team, s.start) for s in slices)
-
-    whole, sliced = local_bucket(tmp_path / "whole"), local_bucket(tmp_path / "sliced", slice_rows=400)
-    for bucket in (whole, sliced):
+    small, large = local_bucket(tmp_path / "small", batch_rows=250), local_bucket(tmp_path / "large")
+    for bucket in (small, large):
         result = export(clickhouse, bucket.resource, dagster_instance, DAY)
         assert result.success, failure_message(result)
     path = f"events/date={DAY}/{DATA_FILE}"
-    sliced_table, whole_table = read_parquet(sliced.list_files()[path]), read_parquet(whole.list_files()[path])
-    assert sliced_table.num_rows == whole_table.num_rows == 6_000
-    assert sliced_table.column("uuid").to_pylist() == whole_table.column("uuid").to_pylist()
-    assert sliced_table.equals(whole_table)
-    assert sliced.list_files()[path] == whole.list_files()[path]
+    small_table, large_table = read_parquet(small.list_files()[path]), read_parquet(large.list_files()[path])
+    assert small_table.num_rows == large_table.num_rows == 6_000
+    assert small_table.equals(large_table)
+    assert small.list_files()[path] == large.list_files()[path]
 
 
 def test_row_groups_do_not_depend_on_how_the_stream_was_cut(tmp_path: Path) -> None:
