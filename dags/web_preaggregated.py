@@ -336,7 +336,7 @@ SELECT name
 FROM system.tables
 WHERE database = currentDatabase()
   AND startsWith(name, {prefix:String})
-  AND metadata_modification_time < now() - toIntervalSecond({age_seconds:UInt32})
+  AND metadata_modification_time <= now() - toIntervalSecond({age_seconds:UInt32})
 """
 
 
@@ -434,12 +434,14 @@ def staging_table(client: ClickHouseClient, target: str, run_id: str) -> Iterato
         client.command("DROP TABLE IF EXISTS {name:Identifier} SYNC", {"name": name})
 
 
-def drop_stale_staging_tables(client: ClickHouseClient, pre_aggregate: PreAggregate) -> list[str]:
+def drop_stale_staging_tables(
+    client: ClickHouseClient, pre_aggregate: PreAggregate, older_than_seconds: int = 2 * MAX_RUNTIME_SECONDS
+) -> list[str]:
     """Drop staging tables left by runs killed without cleaning up (older than any run may last)."""
     stale = [
         row["name"]
         for row in client.query_rows(
-            STALE_STAGING_TABLES, {"prefix": pre_aggregate.staging_prefix, "age_seconds": 2 * MAX_RUNTIME_SECONDS}
+            STALE_STAGING_TABLES, {"prefix": pre_aggregate.staging_prefix, "age_seconds": older_than_seconds}
         )
     ]
     for name in stale:

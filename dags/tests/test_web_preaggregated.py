@@ -39,6 +39,7 @@ from dags.web_preaggregated import (
     WEB_ANALYTICS_POOL,
     check_totals,
     create_web_preaggregated_tables,
+    drop_stale_staging_tables,
     refresh_window,
     web_analytics_pool_limit_sensor,
     web_analytics_today_schedule,
@@ -502,6 +503,15 @@ def test_a_failing_computation_leaves_the_target_as_it_was_and_no_staging_table(
         )
     assert snapshot(sessions, BOUNCES_TABLE) == before
     assert staging_tables(sessions) == []
+
+
+def test_staging_tables_left_by_killed_runs_are_dropped_once_old(ch: ClickHouseClient) -> None:
+    create_web_preaggregated_tables(ch)
+    ch.command(f"CREATE TABLE {STATS_TABLE}_staging_killedrun AS {STATS_TABLE}")
+    assert drop_stale_staging_tables(ch, STATS) == []  # younger than any run may last: maybe still running
+    assert drop_stale_staging_tables(ch, BOUNCES, older_than_seconds=0) == []  # another table's prefix
+    assert drop_stale_staging_tables(ch, STATS, older_than_seconds=0) == [f"{STATS_TABLE}_staging_killedrun"]
+    assert staging_tables(ch) == []
 
 
 def test_missing_events_table_fails_with_what_to_do(
