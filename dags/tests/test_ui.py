@@ -398,6 +398,18 @@ def test_the_run_page_shows_the_finished_run(dagster_dev: DagsterDev, browser: A
 
 CANCEL_DAY = "2024-03-16"
 
+SCHEDULE_DRY_RUN = """
+mutation ($selector: ScheduleSelector!, $timestamp: Float) {
+  scheduleDryRun(selectorData: $selector, timestamp: $timestamp) {
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult { skipReason runRequests { runKey } error { message } }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
 TERMINATE_RUN = """
 mutation ($runId: String!) {
   terminateRun(runId: $runId) {
@@ -410,7 +422,11 @@ mutation ($runId: String!) {
 
 
 def test_terminating_a_pre_aggregate_run_kills_its_clickhouse_query(dagster_dev: DagsterDev, finished_run: str) -> None:
-    """The UI's Terminate on a running web analytics run: the query stops on the server, nothing is written."""
+    """The UI's Terminate on a running web analytics run: the query stops on the server, nothing is written.
+
+    While it runs, a second web analytics run waits in the queue (limit one), another job runs, and the
+    web analytics schedule's tick is skipped; after it, the queue moves on.
+    """
     from dagster import DagsterEventType, DagsterInstance
 
     # A day of traffic, and a pre-aggregate run made slow on purpose: one row per block, one part per row.
@@ -457,10 +473,41 @@ def test_terminating_a_pre_aggregate_run_kills_its_clickhouse_query(dagster_dev:
             return any(record.event_log_entry.step_key == "web_pre_aggregated_bounces" for record in started)
 
         wait_until(bounces_started, 300, "the bounces step to start", interval=0.2)
-        time.sleep(2)  # into its INSERT ... SELECT, which takes many seconds at one part per row
+
+        # Meanwhile: another web analytics run waits in the queue (one at a time), another job runs, and
+        # the schedule's tick is skipped because the job is busy.
+        second = {**pre_aggregate, "runConfigData": {}}
+        second["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": PARTITION}]}
+        queued_run = launch_and_wait(dagster_dev, second, until=set())
+        other_day = {**demo_day, "runConfigData": {"ops": {"demo_events": {"config": {"events_per_day": 1000}}}}}
+        other_day["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": "2024-03-17"}]}
+        other_run = launch_and_wait(dagster_dev, other_day, until={"STARTED", "SUCCESS"}, timeout=120)
+        assert run_status(dagster_dev, run_id) == "STARTED", "the pre-aggregate run ended too early for this test"
+        assert run_status(dagster_dev, queued_run) == "QUEUED"
+        tick = dagster_dev.graphql(
+            SCHEDULE_DRY_RUN,
+            {
+                "selector": {
+                    "repositoryLocationName": "web_analytics",
+                    "repositoryName": "__repository__",
+                    "scheduleName": "web_analytics_today_schedule",
+                },
+                "timestamp": time.time(),
+            },
+        )["scheduleDryRun"]["evaluationResult"]
+        assert not tick["runRequests"] and tick["error"] is None, tick
+        assert run_id in tick["skipReason"] or queued_run in tick["skipReason"], tick
+
+        # Terminate, as the run page's Terminate button does.
         terminated = dagster_dev.graphql(TERMINATE_RUN, {"runId": run_id})["terminateRun"]
         assert terminated["__typename"] == "TerminateRunSuccess", terminated
         wait_for_status(dagster_dev, run_id, {"CANCELED"}, timeout=180)
+        # The queue moves on: the waiting run starts only now, and everything else finishes.
+        wait_for_status(dagster_dev, queued_run, {"SUCCESS"}, timeout=300)
+        wait_for_status(dagster_dev, other_run, {"SUCCESS"}, timeout=300)
+        canceled_record = instance.get_run_record_by_id(run_id)
+        assert instance.get_run_record_by_id(queued_run).start_time >= canceled_record.end_time
+        assert instance.get_run_record_by_id(other_run).start_time < canceled_record.end_time
 
         messages = [entry.user_message for entry in instance.all_logs(run_id)]
         assert any("Interrupted: killing ClickHouse query" in message for message in messages), messages[-20:]
