@@ -84,8 +84,8 @@ WEB_ANALYTICS_DAILY_PARTITIONS = DailyPartitionsDefinition(
 
 # --- Tables (contracts: names, columns, partitioning) -----------------------------------------------------
 
-# The dimensions every dashboard filters and breaks down by, in table order, with the event property
-# each comes from. Missing properties read as '' (strings), 0 (viewport) or false (click ids).
+# The dimensions every dashboard filters and breaks down by, in table order (their event properties are in
+# DIMENSION_PROPERTIES below). Missing properties read as '' (strings), 0 (viewport) or false (click ids).
 DIMENSION_COLUMNS = """
     host String,
     device_type String,
@@ -572,6 +572,11 @@ def check_totals(
 
 # --- Assets ------------------------------------------------------------------------------------------------
 
+if _settings.web_preaggregated_max_partitions_per_run < 1:
+    raise ValueError(
+        "DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN must be at least 1 (days per backfill run), "
+        f"got {_settings.web_preaggregated_max_partitions_per_run}"
+    )
 BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=_settings.web_preaggregated_max_partitions_per_run)
 
 
