@@ -35,11 +35,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote, urlparse
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -54,8 +52,6 @@ from dagster import (
     build_schedule_from_partitioned_job,
     define_asset_job,
 )
-from dagster_aws.s3 import S3Resource
-from dagster_gcp import GCSResource
 from pydantic import Field
 
 from dags.common import (
@@ -79,6 +75,11 @@ from dags.web_preaggregated import (
     web_pre_aggregated_bounces,
     web_pre_aggregated_stats,
 )
+
+if TYPE_CHECKING:  # loaded when used: together they would triple a code server's start time
+    import pyarrow as pa
+    from dagster_aws.s3 import S3Resource
+    from dagster_gcp import GCSResource
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "_manifest.json"
@@ -196,16 +197,18 @@ class ParquetFileInfo:
     schema: list[dict[str, Any]]
 
 
-def schema_description(schema: pa.Schema) -> list[dict[str, Any]]:
+def schema_description(schema: "pa.Schema") -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
-def fixed_size_row_groups(batches: Iterator[pa.RecordBatch], rows_per_group: int) -> Iterator[pa.Table]:
+def fixed_size_row_groups(batches: "Iterator[pa.RecordBatch]", rows_per_group: int) -> "Iterator[pa.Table]":
     """Regroup record batches into tables of exactly ``rows_per_group`` rows (the last may be shorter).
 
     Row groups then do not depend on how ClickHouse happened to cut its blocks, so the same rows always
     give the same file; memory holds at most one row group plus one batch.
     """
+    import pyarrow as pa
+
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     for batch in batches:
@@ -223,12 +226,14 @@ def fixed_size_row_groups(batches: Iterator[pa.RecordBatch], rows_per_group: int
 
 
 def write_parquet(
-    batches: Iterator[pa.RecordBatch], path: Path, rows_per_group: int, empty_schema: Callable[[], pa.Schema]
+    batches: "Iterator[pa.RecordBatch]", path: Path, rows_per_group: int, empty_schema: "Callable[[], pa.Schema]"
 ) -> None:
     """Write the batches as one zstd Parquet file at ``path``; a day without rows still gets a file.
 
     ``empty_schema`` gives the columns when the stream has no batch at all.
     """
+    import pyarrow.parquet as pq
+
     writer: pq.ParquetWriter | None = None
     try:
         for group in fixed_size_row_groups(batches, rows_per_group):
@@ -253,6 +258,8 @@ def sha256_of(path: Path) -> str:
 
 
 def describe_parquet_file(path: Path) -> ParquetFileInfo:
+    import pyarrow.parquet as pq
+
     metadata = pq.read_metadata(path)
     return ParquetFileInfo(
         rows=metadata.num_rows,
@@ -265,6 +272,9 @@ def describe_parquet_file(path: Path) -> ParquetFileInfo:
 
 def describe_parquet_footer(footer: bytes, size: int, checksum: dict[str, str]) -> ParquetFileInfo:
     """Describe a remote Parquet file from its footer alone (the last bytes: metadata, length, ``PAR1``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     metadata = pq.read_metadata(pa.BufferReader(b"PAR1" + footer))
     return ParquetFileInfo(
         rows=metadata.num_rows,
@@ -422,7 +432,7 @@ class S3Bucket(Destination):
 
     supports_clickhouse_writes = True
 
-    def __init__(self, resource: S3Resource, bucket: str, prefix: str, part_size_bytes: int):
+    def __init__(self, resource: "S3Resource", bucket: str, prefix: str, part_size_bytes: int):
         self.resource = resource
         self.client = resource.get_client()
         self.bucket = bucket
@@ -550,7 +560,7 @@ class S3Bucket(Destination):
 class GCSBucket(Destination):
     """A Google Cloud Storage bucket and prefix: an object appears when its upload finishes."""
 
-    def __init__(self, resource: GCSResource, bucket: str, prefix: str):
+    def __init__(self, resource: "GCSResource", bucket: str, prefix: str):
         self.client = resource.get_client()
         self.bucket = self.client.bucket(bucket)
         self.prefix = prefix.strip("/")
@@ -684,8 +694,9 @@ class ExportDestination(ConfigurableResource):
         ge=5 * 1024 * 1024,
         description="S3 multipart upload part size; files larger than this are uploaded in parts.",
     )
-    s3: ResourceDependency[S3Resource]
-    gcs: ResourceDependency[GCSResource]
+    # Optional, so that a local folder loads neither client library; the default reads the usual environment.
+    s3: ResourceDependency["S3Resource | None"] = None
+    gcs: ResourceDependency["GCSResource | None"] = None
 
     def open(self) -> Destination:
         scheme, location, prefix = parse_destination_url(self.url)
@@ -698,11 +709,23 @@ class ExportDestination(ConfigurableResource):
 
         try:
             if scheme == "s3":
-                return S3Bucket(self.s3, location, prefix, self.part_size_bytes)
-            return GCSBucket(self.gcs, location, prefix)
+                return S3Bucket(self.s3 or default_s3_resource(), location, prefix, self.part_size_bytes)
+            return GCSBucket(self.gcs or default_gcs_resource(), location, prefix)
         except (BotoCoreError, GoogleAuthError) as error:
             # No credentials found, an unknown AWS_PROFILE, a bad region: say so instead of a client traceback.
             raise DestinationAccessError(f"Cannot open a client for {self.url}: {error}") from None
+
+
+def default_s3_resource() -> "S3Resource":
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource()
+
+
+def default_gcs_resource() -> "GCSResource":
+    from dagster_gcp import GCSResource
+
+    return GCSResource()
 
 
 def export_destination_from_env(settings: Settings | None = None) -> ExportDestination:
@@ -714,8 +737,8 @@ def export_destination_from_env(settings: Settings | None = None) -> ExportDesti
         url=url,
         write_method="stream" if local else settings.export_write_method,
         clickhouse_s3_endpoint_url=None if local else settings.export_clickhouse_s3_endpoint_url,
-        s3=S3Resource(),
-        gcs=GCSResource(),
+        s3=default_s3_resource() if url.startswith("s3:") else None,
+        gcs=default_gcs_resource() if url.startswith("gs:") else None,
     )
 
 

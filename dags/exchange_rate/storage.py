@@ -7,12 +7,13 @@ currency, day)`` with the rate of that day, or of the nearest earlier day when t
 
 import time
 from collections.abc import Sequence
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from dags.common import ClickHouseClient, quote_identifier
 from dags.exchange_rate.sources import RATE_DECIMALS, DayRates
+
+if TYPE_CHECKING:  # loaded when rates are written, not when a code server loads the location
+    import pyarrow as pa
 
 TABLE = "exchange_rate"
 DICTIONARY = "exchange_rate_dict"
@@ -61,14 +62,19 @@ FROM (SELECT arrayJoin({currencies:Array(String)}) AS currency)
 ORDER BY currency
 """
 
-SCHEMA = pa.schema(
-    [
-        ("currency", pa.string()),
-        ("date", pa.date32()),
-        ("rate", pa.decimal128(18, RATE_DECIMALS)),
-        ("version", pa.uint32()),
-    ]
-)
+
+def arrow_schema() -> "pa.Schema":
+    """The Arrow schema of the rows written to the table."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("currency", pa.string()),
+            ("date", pa.date32()),
+            ("rate", pa.decimal128(18, RATE_DECIMALS)),
+            ("version", pa.uint32()),
+        ]
+    )
 
 
 def _sql_string(text: str) -> str:
@@ -83,8 +89,10 @@ def create_exchange_rate_storage(client: ClickHouseClient) -> None:
     client.command(CREATE_DICTIONARY.format(source_query=_sql_string(source_query)))
 
 
-def rates_table(days: Sequence[DayRates], version: int | None = None) -> pa.Table:
+def rates_table(days: Sequence[DayRates], version: int | None = None) -> "pa.Table":
     """The rows for ``days``: one per currency and day, all with the same version (the write time)."""
+    import pyarrow as pa
+
     version = int(time.time()) if version is None else version
     rows = [(currency, day.day, rate) for day in days for currency, rate in sorted(day.rates.items())]
     return pa.table(
@@ -94,7 +102,7 @@ def rates_table(days: Sequence[DayRates], version: int | None = None) -> pa.Tabl
             "rate": [row[2] for row in rows],
             "version": [version] * len(rows),
         },
-        schema=SCHEMA,
+        schema=arrow_schema(),
     )
 
 
