@@ -1,0 +1,161 @@
+"""``python -m bench``: the project's speed and memory, each figure next to its limit or naive baseline.
+
+Loads ``--events`` demo events into a temporary embedded ClickHouse (never ``.dagster_home``), runs the
+benchmarks with a temporary DAGSTER_HOME, prints a Markdown table of medians and ratios and writes it with
+the machine's description to ``bench/RESULTS.md``. ``--smoke`` runs every benchmark once on tiny data
+(what CI runs) and writes nothing.
+"""
+
+import argparse
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+
+from bench import code_location_load, exchange_rates, exports, preaggregates
+from bench.common import (
+    PROJECT_ROOT,
+    TABLE_HEADER,
+    Section,
+    Workspace,
+    call_in_worker,
+    load_average,
+    machine_description,
+    seconds,
+)
+from bench.dataset import Dataset
+
+BENCHMARKS = ("code_location_load", "preaggregates", "exports", "exchange_rates")
+NEEDS_EVENTS = {"preaggregates", "exports"}
+RESULTS_FILE = PROJECT_ROOT / "bench" / "RESULTS.md"
+SMOKE_EVENTS = 3_000
+SMOKE_ECB_DAYS = 20
+# The whole ECB history takes a minute or two per repetition: fewer repetitions than the rest.
+MAX_ECB_REPEAT = 3
+# Everything from this heading on in RESULTS.md is written by people and survives a new run.
+ANALYSIS_HEADING = "## Analysis"
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=5_000_000, help="demo events over the 30-day window")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions of each measurement (medians)")
+    parser.add_argument("--only", choices=BENCHMARKS, action="append", help="run only this benchmark (repeatable)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition, write no results file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (data, logs) afterwards")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.smoke:
+        args.repeat = 1
+        args.events = min(args.events, SMOKE_EVENTS)
+    if not 30 <= args.events <= 10_000_000 * 30 // 16:
+        parser.error("--events must be between 30 and 18,750,000 (the 16x export day holds 16/30 of them)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    selected = args.only or list(BENCHMARKS)
+    dataset = Dataset(args.events, window_days=3, export_multipliers=(1, 4)) if args.smoke else Dataset(args.events)
+    workspace = Workspace.create()
+    machine = machine_description()
+    load_before = load_average()
+    started = time.perf_counter()
+    sections: dict[str, Section] = {}
+    notes = []
+    try:
+        if NEEDS_EVENTS & set(selected):
+            progress(f"loading {dataset.events:,} demo events over {dataset.window_days} days into {workspace.root}")
+            loaded = call_in_worker(
+                "bench.dataset:build",
+                workspace.environment(),
+                workspace.logs / "dataset.log",
+                events=dataset.events,
+                window_start=dataset.window_start.isoformat(),
+                window_days=dataset.window_days,
+                extra_days=dataset.extra_days(),
+            ).value
+            notes.append(f"Demo events loaded in {seconds(loaded['seconds'])}.")
+        for name in selected:
+            progress(f"running {name}")
+            if name == "code_location_load":
+                sections[name] = code_location_load.run(workspace, args.repeat)
+            elif name == "preaggregates":
+                sections[name] = preaggregates.run(workspace, dataset, args.repeat)
+            elif name == "exports":
+                sections[name] = exports.run(workspace, dataset, args.repeat)
+            else:
+                days = SMOKE_ECB_DAYS if args.smoke else None
+                sections[name] = exchange_rates.run(workspace, min(args.repeat, MAX_ECB_REPEAT), days)
+    finally:
+        if args.keep:
+            progress(f"kept {workspace.root}")
+        else:
+            shutil.rmtree(workspace.root, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    table = "\n".join([TABLE_HEADER, *(row.markdown() for section in sections.values() for row in section.rows)])
+    details = [section.detail for section in sections.values() if section.detail]
+    print(table)
+    print()
+    print("\n\n".join([*details, *notes]))
+    if not args.smoke:
+        generated = results_markdown(args, dataset, machine, load_before, elapsed, table, details, notes)
+        RESULTS_FILE.write_text(generated + kept_analysis())
+        progress(f"wrote {RESULTS_FILE.relative_to(PROJECT_ROOT)}")
+    return 0
+
+
+def kept_analysis() -> str:
+    """The hand-written analysis at the end of the results file (profiles, why a target is missed): kept as is."""
+    if not RESULTS_FILE.exists():
+        return ""
+    text = RESULTS_FILE.read_text()
+    return "\n" + text[text.index(ANALYSIS_HEADING) :] if ANALYSIS_HEADING in text else ""
+
+
+def progress(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def results_markdown(
+    args: argparse.Namespace,
+    dataset: Dataset,
+    machine: dict[str, str],
+    load_before: str,
+    elapsed: float,
+    table: str,
+    details: list[str],
+    notes: list[str],
+) -> str:
+    command = "python -m bench" + (f" --events {args.events}" if args.events != 5_000_000 else "")
+    command += f" --repeat {args.repeat}" if args.repeat != 5 else ""
+    command += "".join(f" --only {name}" for name in args.only or [])
+    machine_lines = "\n".join(f"- {name}: {value}" for name, value in machine.items())
+    return f"""# Benchmark results
+
+Written by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC in {seconds(elapsed)}. Medians of
+{args.repeat} repetitions (the ECB history: {min(args.repeat, MAX_ECB_REPEAT)}), each figure measured in the same
+run as its baseline, in turns. {dataset.events:,} demo events over {dataset.window_days} days; the export's "1x" day
+is one day of that window ({dataset.day_events:,} events on average), 4x and 16x are days of their own.
+
+## Machine
+
+{machine_lines}
+- load average (1/5/15 min) at start: {load_before}; at the end: {load_average()}
+
+The machine is shared with other engineers' test runs: expect noise of tens of percent in single figures;
+ratios measured in turns are steadier than absolute seconds.
+
+## Results
+
+{table}
+
+## Details
+
+{chr(10).join(chr(10) + detail for detail in [*details, *notes]).strip()}
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

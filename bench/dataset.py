@@ -1,0 +1,73 @@
+"""The demo events the benchmarks read, loaded once per benchmark run into a temporary embedded ClickHouse.
+
+``--events`` demo events are spread over a 30-day window (the pre-aggregate backfill reads all of it). The
+export reads single days: a day of the window ("1x", about ``events / 30`` rows) and days after the window
+holding 4 and 16 times as many events.
+"""
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+WINDOW_START = date(2024, 3, 1)
+EXPORT_MULTIPLIERS = (1, 4, 16)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    events: int
+    window_days: int = 30
+    export_multipliers: tuple[int, ...] = EXPORT_MULTIPLIERS
+
+    @property
+    def window_start(self) -> date:
+        return WINDOW_START
+
+    @property
+    def window_end(self) -> date:
+        """The first day after the window."""
+        return WINDOW_START + timedelta(days=self.window_days)
+
+    @property
+    def day_events(self) -> int:
+        return self.events // self.window_days
+
+    def export_day(self, multiplier: int) -> date:
+        """The day exported at this multiple of a day's events: the window's middle day for 1x, else a day of
+        its own well after the window (so the backfill's reads around its window never reach it)."""
+        if multiplier == 1:
+            return WINDOW_START + timedelta(days=self.window_days // 2)
+        return self.window_end + timedelta(days=10 + self.export_multipliers.index(multiplier))
+
+    def extra_days(self) -> dict[str, int]:
+        """The days after the window and how many events each gets."""
+        return {
+            self.export_day(multiplier).isoformat(): multiplier * self.day_events
+            for multiplier in self.export_multipliers
+            if multiplier != 1
+        }
+
+
+def build(events: int, window_start: str, window_days: int, extra_days: dict[str, int]) -> dict[str, Any]:
+    """Worker: load the demo events and create the pre-aggregate tables; returns the rows of each day loaded."""
+    import time
+
+    from dags.common import clickhouse_resource_from_env
+    from dags.events import generate_demo_events
+    from dags.web_preaggregated import create_web_preaggregated_tables
+
+    started = time.perf_counter()
+    with clickhouse_resource_from_env().get_client() as client:
+        generate_demo_events(
+            client, start_date=date.fromisoformat(window_start), days=window_days, events=events, seed=42
+        )
+        for seed, (day, day_events) in enumerate(sorted(extra_days.items()), start=43):
+            generate_demo_events(client, start_date=date.fromisoformat(day), days=1, events=day_events, seed=seed)
+        # One part per month, so that background merges do not run during (and blur) the measurements.
+        client.command("OPTIMIZE TABLE events FINAL")
+        create_web_preaggregated_tables(client)
+        rows = client.query_rows("SELECT toString(toDate(timestamp)) AS day, count() AS rows FROM events GROUP BY day")
+    return {
+        "rows_by_day": {row["day"]: row["rows"] for row in rows},
+        "seconds": time.perf_counter() - started,
+    }

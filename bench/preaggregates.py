@@ -1,0 +1,150 @@
+"""A 30-day backfill of both web analytics pre-aggregates through Dagster, against the bare SQL.
+
+- **Dagster, one run of 30 days**: ``materialize`` of both assets, chunked by the assets' real backfill
+  policy (``DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN=30``): staging tables, one INSERT ... SELECT per
+  table for the window, a REPLACE PARTITION per day, the asset checks, run and event records in SQLite.
+- **The limit**: the same two INSERT ... SELECT statements (the module's own SQL, the same window) on a
+  bare chDB connection into staging tables, nothing else.
+- **Dagster, 30 runs of 1 day**: what the default policy (1 partition per run) does for the same window.
+
+All three run in turns in one worker process, so noise from the shared machine hits each alike.
+"""
+
+import statistics
+import time
+from datetime import date, timedelta
+from typing import Any
+
+from bench.common import Row, Section, Workspace, call_in_worker, seconds, spread, start_engine
+from bench.dataset import Dataset
+
+TARGET_RATIO = 1.25
+PARTITIONS_PER_RUN = 30
+# What each pre-aggregate asset reports about its run, in seconds.
+STEP_TIMINGS = ("insert_seconds", "replace_seconds", "check_seconds")
+
+
+def _direct_window(data_path: str, first_day: date, end_day: date) -> None:
+    """The pre-aggregates' INSERT ... SELECT statements for the window, straight on the engine."""
+    import chdb
+
+    from dags.web_preaggregated import BOUNCES, STATS, with_team_filter
+
+    connection = chdb.connect(data_path)
+    try:
+        for pre_aggregate in (STATS, BOUNCES):
+            staging = f"{pre_aggregate.table}_bench_direct"
+            connection.query(f"DROP TABLE IF EXISTS {staging} SYNC")
+            connection.query(f"CREATE TABLE {staging} AS {pre_aggregate.table}")
+            connection.query(
+                with_team_filter(pre_aggregate.insert_sql, None),
+                params={"staging": staging, "first_day": first_day.isoformat(), "end_day": end_day.isoformat()},
+            )
+            connection.query(f"DROP TABLE {staging} SYNC")
+    finally:
+        connection.close()
+
+
+def measure(window_start: str, window_days: int, repeat: int) -> dict[str, Any]:
+    """Worker: the three ways in turns, ``repeat`` times; seconds of each, and the 30-day run's own timings."""
+    from dagster import DagsterInstance, materialize
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from dags.common import clickhouse_resource_from_env
+    from dags.web_preaggregated import BACKFILL_POLICY, WEB_ANALYTICS_ASSETS
+
+    per_run = BACKFILL_POLICY.max_partitions_per_run
+    assert per_run == PARTITIONS_PER_RUN, f"the assets' backfill policy has {per_run} partitions per run"
+    first_day = date.fromisoformat(window_start)
+    end_day = first_day + timedelta(days=window_days)
+    keys = [(first_day + timedelta(days=offset)).isoformat() for offset in range(window_days)]
+    clickhouse = clickhouse_resource_from_env()
+    data_path = clickhouse.target.data_path
+    assert data_path is not None
+    start_engine(data_path)
+
+    def backfill(instance: DagsterInstance, partitions_per_run: int) -> list[dict[str, Any]]:
+        """Materialize both assets for the window, ``partitions_per_run`` days per run, as a backfill would."""
+        timings = []
+        for start in range(0, len(keys), partitions_per_run):
+            chunk = keys[start : start + partitions_per_run]
+            tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
+            result = materialize(
+                WEB_ANALYTICS_ASSETS, resources={"clickhouse": clickhouse}, instance=instance, tags=tags
+            )
+            assert result.success
+            # A run of many partitions records one materialization per partition, each with the run's metadata.
+            by_asset = {
+                event.asset_key: event.materialization.metadata for event in result.get_asset_materialization_events()
+            }
+            timings += [{name: metadata[name].value for name in STEP_TIMINGS} for metadata in by_asset.values()]
+        return timings
+
+    seconds_by_way: dict[str, list[float]] = {"direct": [], "dagster_one_run": [], "dagster_runs_of_one_day": []}
+    steps: list[dict[str, float]] = []
+    with DagsterInstance.get() as instance:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            _direct_window(data_path, first_day, end_day)
+            seconds_by_way["direct"].append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            timings = backfill(instance, per_run)
+            seconds_by_way["dagster_one_run"].append(time.perf_counter() - started)
+            steps.append({name: sum(timing[name] for timing in timings) for name in timings[0]})
+
+            started = time.perf_counter()
+            backfill(instance, 1)
+            seconds_by_way["dagster_runs_of_one_day"].append(time.perf_counter() - started)
+    return {"seconds": seconds_by_way, "steps": steps}
+
+
+def run(workspace: Workspace, dataset: Dataset, repeat: int) -> Section:
+    env = workspace.environment(
+        WEB_ANALYTICS_START_DATE=dataset.window_start.isoformat(),
+        DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN=str(PARTITIONS_PER_RUN),
+    )
+    result = call_in_worker(
+        "bench.preaggregates:measure",
+        env,
+        workspace.logs / "preaggregates.log",
+        window_start=dataset.window_start.isoformat(),
+        window_days=dataset.window_days,
+        repeat=repeat,
+    ).value
+    times = result["seconds"]
+    direct = statistics.median(times["direct"])
+    one_run = statistics.median(times["dagster_one_run"])
+    runs_of_one = statistics.median(times["dagster_runs_of_one_day"])
+    step_medians = {name: statistics.median(step[name] for step in result["steps"]) for name in result["steps"][0]}
+    days = dataset.window_days
+    label = f"{days}-day pre-aggregate backfill, {dataset.events:,} events"
+    rows = [
+        Row(
+            f"{label}: Dagster, 1 run of {days} partitions",
+            seconds(one_run),
+            f"same INSERT ... SELECTs on chDB {seconds(direct)}",
+            one_run / direct,
+            f"<= {TARGET_RATIO}x",
+            one_run / direct <= TARGET_RATIO,
+        ),
+        Row(
+            f"{label}: Dagster, {days} runs of 1 partition",
+            seconds(runs_of_one),
+            f"1 run of {days} partitions {seconds(one_run)}",
+            runs_of_one / one_run,
+            f"(shows per-run setup: {(runs_of_one - one_run) / (days - 1):.2f}s a run)" if days > 1 else "",
+            None,
+        ),
+    ]
+    framework = one_run - sum(step_medians.values())
+    detail = (
+        f"Pre-aggregate backfill ({days} days, both tables; medians of {repeat}; spread: direct "
+        f"{spread(times['direct'])}, 1 run {spread(times['dagster_one_run'])}, {days} runs "
+        f"{spread(times['dagster_runs_of_one_day'])}). Inside the {days}-day Dagster run, from the assets' own "
+        f"metadata (both assets): INSERT ... SELECT {seconds(step_medians['insert_seconds'])}, REPLACE PARTITION "
+        f"x{days} per table {seconds(step_medians['replace_seconds'])}, asset checks "
+        f"{seconds(step_medians['check_seconds'])}; everything else (run and event records, resources, staging "
+        f"tables, config validation) {seconds(framework)}."
+    )
+    return Section(rows, detail)

@@ -1,0 +1,47 @@
+"""The benchmarks (``python -m bench``) still run: every one once, on tiny data. No speed is asserted."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RESULTS_FILE = PROJECT_ROOT / "bench" / "RESULTS.md"
+
+EXPECTED_ROWS = [
+    "code location load",
+    "3-day pre-aggregate backfill, 3,000 events: Dagster, 1 run of 3 partitions",
+    "3-day pre-aggregate backfill, 3,000 events: Dagster, 3 runs of 1 partition",
+    "export of 1 day, 1x (",
+    "export of 1 day, 1x (",
+    "export of 1 day, 4x (4,000 rows)",
+    "export of 1 day, 4x (4,000 rows)",
+    "export peak memory, Arrow stream, 4x vs 1x the rows",
+    "last 20 days of the ECB history in one run",
+]
+
+
+def test_every_benchmark_runs_and_prints_its_table() -> None:
+    results_before = RESULTS_FILE.read_bytes() if RESULTS_FILE.exists() else None
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    lines = completed.stdout.splitlines()
+    assert lines[:2] == ["| benchmark | measured | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+    table = lines[2 : lines.index("")]  # the summary table ends at the first blank line; details follow
+    rows = [line.split(" | ") for line in table]
+    for expected, row in zip(EXPECTED_ROWS, rows, strict=True):
+        benchmark, measured, baseline, ratio = row[:4]
+        assert benchmark.removeprefix("| ").startswith(expected), row
+        assert re.search(r"\d", measured) and re.search(r"\d", baseline), row  # figures on both sides
+        assert re.fullmatch(r"\d+\.\d\dx", ratio), row
+    assert "Export of one day of `events`" in completed.stdout  # the detail table per method and size
+    # A smoke run leaves the results of the last real run alone.
+    assert (RESULTS_FILE.read_bytes() if RESULTS_FILE.exists() else None) == results_before
