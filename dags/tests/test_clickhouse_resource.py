@@ -22,7 +22,6 @@ from dags.common import (
     parse_clickhouse_url,
     redact_url,
 )
-from dags.locations import shared_resources
 
 # --- Embedded engine: the project's real SQL ---------------------------------------------------------------
 
@@ -176,7 +175,6 @@ def test_server_url_reaches_the_resource_through_an_env_var(monkeypatch: pytest.
     resource = clickhouse_resource_from_env()
     # An EnvVar, so the UI and the stored run config show the variable's name, never the password.
     assert isinstance(resource._get_non_default_public_field_values()["url"], EnvVar)
-    shared_resources.cache_clear()
 
 
 # --- Native protocol (Debian's clickhouse-server 18.16) -------------------------------------------------------
