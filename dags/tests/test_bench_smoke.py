@@ -18,6 +18,7 @@ EXPECTED_ROWS = [
     "export of 1 day, 4x (4,000 rows)",
     "export peak memory, Arrow stream, 4x vs 1x the rows",
     "last 20 days of the ECB history in one run",
+    "last 20 days of the ECB history in one run",
 ]
 
 
