@@ -128,8 +128,12 @@ def test_the_deploy_instance_config_is_valid_for_dagster_and_dagster_k8s() -> No
     # Production queues runs with the same limits as the local instance.
     local = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    local_limits = local["concurrency"]["runs"]["tag_concurrency_limits"]  # dagster.yaml keeps run limits there
-    assert config["run_coordinator"]["config"]["tag_concurrency_limits"] == local_limits
+    # Production holds runs back exactly as the local instance does: the same run limits and pools.
+    assert (
+        config["concurrency"]["runs"]["tag_concurrency_limits"]
+        == local["concurrency"]["runs"]["tag_concurrency_limits"]
+    )
+    assert config["concurrency"]["pools"] == local["concurrency"]["pools"]
 
 
 @pytest.fixture
