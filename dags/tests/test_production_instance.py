@@ -22,7 +22,7 @@ from dagster._core.instance.config import dagster_instance_config
 
 from dags.common import PROJECT_ROOT, ClickHouseResource
 from dags.events import demo_events
-from dags.tests.conftest import free_port, stop_process, wait_until
+from dags.tests.conftest import free_port, missing_server, stop_process, wait_until
 
 DEPLOY_DIR = PROJECT_ROOT / "deploy"
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -44,7 +44,7 @@ class PostgresServer:
 def postgres() -> Iterator[PostgresServer]:
     """Debian's PostgreSQL 15 in a temporary data folder on a free loopback port, stopped afterwards."""
     if not (POSTGRES_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL 15 is missing (bin/test installs it as root: apt-get install postgresql)")
+        missing_server("PostgreSQL 15 is missing (bin/test installs it as root: apt-get install postgresql)")
     if os.geteuid() != 0 and shutil.which("runuser") is None:
         pytest.skip("PostgreSQL must be started as the postgres user: run the tests as root")
     # Not under pytest's tmp folder: that one is private to root, and postgres must reach its data folder.

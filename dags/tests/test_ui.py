@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from dags.common import PROJECT_ROOT, ClickHouseResource
-from dags.tests.conftest import free_port, wait_until
+from dags.tests.conftest import free_port, missing_server, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -256,7 +256,7 @@ def test_the_run_status_sensors_record_a_real_run_in_clickhouse(dagster_dev: Dag
 def browser() -> Iterator[Any]:
     """Headless Debian Chromium through chromedriver (both from apt: chromium, chromium-driver)."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Chromium is missing: bin/test installs it as root (apt-get install chromium chromium-driver)")
+        missing_server("Chromium is missing: bin/test installs it as root (apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
