@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
+from dagster._core.instance.ref import InstanceRef
 
 from dags.common import (
     PROJECT_ROOT,
@@ -282,6 +283,8 @@ def test_two_dagster_runs_at_once_on_the_embedded_engine_both_finish(tmp_path: P
         "DAGSTER_HOME": str(tmp_path / "home"),
     }
     (tmp_path / "home").mkdir()
+    # Create the instance's SQLite storage first: two CLIs creating it at the same moment race in Dagster itself.
+    DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / "home"))).dispose()
     command = [
         sys.executable, "-m", "dagster", "asset", "materialize", "-m", "dags.definitions",
         "--select", "demo_events", "--partition",
