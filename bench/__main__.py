@@ -2,8 +2,8 @@
 
 Loads ``--events`` demo events into a temporary embedded ClickHouse (never ``.dagster_home``), runs the
 benchmarks with a temporary DAGSTER_HOME, prints a Markdown table of medians and ratios and writes it with
-the machine's description to ``bench/RESULTS.md``. ``--smoke`` runs every benchmark once on tiny data
-(what CI runs) and writes nothing.
+the machine's description to ``bench/RESULTS.md`` (a full run only: ``--only`` prints its rows and leaves the
+file alone). ``--smoke`` runs every benchmark once on tiny data (what CI runs) and writes nothing.
 """
 
 import argparse
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print()
     print("\n\n".join([*details, *notes]))
-    if not args.smoke:
+    if args.smoke or args.only:
+        progress(f"{'smoke' if args.smoke else 'partial'} run: {RESULTS_FILE.relative_to(PROJECT_ROOT)} left as it was")
+    else:
         generated = results_markdown(args, dataset, machine, load_before, elapsed, table, details, notes)
         RESULTS_FILE.write_text(generated + kept_analysis())
         progress(f"wrote {RESULTS_FILE.relative_to(PROJECT_ROOT)}")
@@ -129,7 +131,6 @@ def results_markdown(
 ) -> str:
     command = "python -m bench" + (f" --events {args.events}" if args.events != 5_000_000 else "")
     command += f" --repeat {args.repeat}" if args.repeat != 5 else ""
-    command += "".join(f" --only {name}" for name in args.only or [])
     machine_lines = "\n".join(f"- {name}: {value}" for name, value in machine.items())
     return f"""# Benchmark results
 

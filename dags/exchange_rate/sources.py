@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree
 
-import requests
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from dags.common import Settings, load_settings, retry_with_backoff
+
+if TYPE_CHECKING:  # loaded at the first request, not when a code server loads the location
+    import requests
 
 ECB_FIRST_DAY = date(1999, 1, 4)
 # The longest the ECB has gone without publishing (Easter, Christmas): 5 days. A day further than that
@@ -302,6 +304,8 @@ class ExchangeRateSource(ConfigurableResource):
 
     def _get(self, url: str, *, what: str, app_id: str | None) -> bytes:
         """GET with retries on 429, 5xx and dropped connections; errors never contain the App ID."""
+        import requests
+
         params = {"app_id": app_id} if app_id else None
 
         def attempt() -> bytes:
@@ -337,6 +341,8 @@ class ExchangeRateSource(ConfigurableResource):
 
 
 def _connection_failure(error: requests.RequestException, url: str, what: str) -> ExchangeRateSourceError:
+    import requests
+
     reason = type(error).__name__
     cause: BaseException | None = error
     while cause is not None:
