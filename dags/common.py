@@ -406,10 +406,11 @@ class _EmbeddedBackend(_ConnectBackend):
     the engine produces them, so memory stays flat however large the result.
     """
 
-    def __init__(self, client: Any, data_path: str, database: str | None):
+    def __init__(self, client: Any, data_path: str, database: str | None, resource_settings: dict[str, Any]):
         super().__init__(client)
         self.data_path = data_path
         self.database = database
+        self.resource_settings = resource_settings  # the client has them; the stream's own handle needs them too
 
     @contextmanager
     def query_arrow_stream(
@@ -419,7 +420,8 @@ class _EmbeddedBackend(_ConnectBackend):
         from clickhouse_connect.driver.binding import bind_query
 
         query, bound = bind_query(sql, dict(parameters) if parameters else None)
-        settings, _ = _without_query_id(settings)  # the engine assigns its own ids (log_comment names ours)
+        # The engine assigns its own ids (log_comment names ours).
+        settings, _ = _without_query_id({**self.resource_settings, **settings})
         handle = chdb.connect(self.data_path)
         stream = None
         try:
@@ -699,7 +701,7 @@ class ClickHouseResource(ConfigurableResource):
         if target.database:
             client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}")
             client.database = target.database
-        return _EmbeddedBackend(client, target.data_path, target.database)
+        return _EmbeddedBackend(client, target.data_path, target.database, dict(self.settings))
 
     def _open_server(self, host: str | None) -> _ConnectBackend | _NativeBackend:
         parsed = urlparse(self.url)

@@ -73,6 +73,14 @@ def test_stream_binds_parameters_and_applies_settings_and_log_comment(ch: ClickH
     assert '"statement": "SELECT number' in rows[0]["comment"]
 
 
+def test_stream_applies_the_resources_own_settings(clickhouse: ClickHouseResource) -> None:
+    single_threaded = clickhouse.model_copy(update={"settings": {"max_threads": 1}})
+    with single_threaded.get_client() as client:
+        with client.query_arrow_stream("SELECT getSetting('max_threads') AS threads") as batches:
+            rows = [row for batch in batches for row in batch.to_pylist()]
+    assert [str(row["threads"]) for row in rows] == ["1"]
+
+
 def test_pandas_insert_and_bound_parameters(ch: ClickHouseClient) -> None:
     import pandas as pd
 
