@@ -54,7 +54,7 @@ def build(events: int, window_start: str, window_days: int, extra_days: dict[str
 
     from dags.common import clickhouse_resource_from_env
     from dags.events import generate_demo_events
-    from dags.web_preaggregated import create_web_preaggregated_tables
+    from dags.web_analytics.schema import create_web_preaggregated_tables
 
     started = time.perf_counter()
     with clickhouse_resource_from_env().get_client() as client:

@@ -1,6 +1,6 @@
 """One day's events to a local Parquet file three ways, at 1x, 4x and 16x a day's size.
 
-- **Arrow stream** (what ``events_export`` does): ``dags.exports.export_day`` to a local folder, the real code
+- **Arrow stream** (what ``events_export`` does): ``dags.exports.publish.export_day`` to a local folder, the real code
   path: Arrow record batches from ClickHouse, in the table's order, into a zstd Parquet writer, then fsync,
   checksum, rename and manifest.
 - **ClickHouse's own writer** (the limit): ``INSERT INTO FUNCTION file(..., 'Parquet')`` with the same SELECT,
@@ -76,7 +76,9 @@ def export_once(method: str, day: str, folder: str) -> dict[str, Any]:
 
 
 def _export_arrow(clickhouse: Any, day: date, run_id: str) -> tuple[int, int]:
-    from dags.exports import EVENTS_DATASET, export_day, export_destination_from_env
+    from dags.exports.datasets import EVENTS_DATASET
+    from dags.exports.publish import export_day
+    from dags.exports.resource import export_destination_from_env
 
     export_destination = export_destination_from_env()  # DEBUG=1: the folder under this run's DAGSTER_HOME
     destination = export_destination.open()
@@ -88,7 +90,7 @@ def _export_arrow(clickhouse: Any, day: date, run_id: str) -> tuple[int, int]:
 def _export_engine(clickhouse: Any, day: date, path: Path) -> tuple[int, int]:
     import pyarrow.parquet as pq
 
-    from dags.exports import EVENTS_EXPORT_QUERY
+    from dags.exports.datasets import EVENTS_EXPORT_QUERY
 
     with clickhouse.get_client() as client:
         client.command(
@@ -109,7 +111,7 @@ def _export_pandas(data_path: str, day: date, path: Path) -> tuple[int, int]:
     import chdb
     import pandas as pd
 
-    from dags.exports import EVENTS_EXPORT_QUERY
+    from dags.exports.datasets import EVENTS_EXPORT_QUERY
 
     connection = chdb.connect(data_path)
     try:

@@ -30,7 +30,7 @@ def _direct_window(data_path: str, first_day: date, end_day: date) -> None:
     """The pre-aggregates' INSERT ... SELECT statements for the window, straight on the engine."""
     import chdb
 
-    from dags.web_preaggregated import BOUNCES, STATS, with_team_filter
+    from dags.web_analytics.sql import BOUNCES, STATS
 
     connection = chdb.connect(data_path)
     try:
@@ -39,8 +39,13 @@ def _direct_window(data_path: str, first_day: date, end_day: date) -> None:
             connection.query(f"DROP TABLE IF EXISTS {staging} SYNC")
             connection.query(f"CREATE TABLE {staging} AS {pre_aggregate.table}")
             connection.query(
-                with_team_filter(pre_aggregate.insert_sql, None),
-                params={"staging": staging, "first_day": first_day.isoformat(), "end_day": end_day.isoformat()},
+                pre_aggregate.insert_sql,
+                params={
+                    "staging": staging,
+                    "first_day": first_day.isoformat(),
+                    "end_day": end_day.isoformat(),
+                    "team_ids": [],
+                },
             )
             connection.query(f"DROP TABLE {staging} SYNC")
     finally:
@@ -53,7 +58,7 @@ def measure(window_start: str, window_days: int, repeat: int) -> dict[str, Any]:
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from dags.common import clickhouse_resource_from_env
-    from dags.web_preaggregated import BACKFILL_POLICY, WEB_ANALYTICS_ASSETS
+    from dags.web_analytics.assets import BACKFILL_POLICY, WEB_ANALYTICS_ASSETS
 
     per_run = BACKFILL_POLICY.max_partitions_per_run
     assert per_run == PARTITIONS_PER_RUN, f"the assets' backfill policy has {per_run} partitions per run"

@@ -24,8 +24,9 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from dags.common import load_settings, quote_identifier, redact_url
+from dags.common import clickhouse_resource, load_settings, quote_identifier, redact_url
 from dags.events import create_events_table, recent_days
+from dags.exports.settings import load_export_settings
 
 DEMO_EVENTS_KEY = AssetKey("demo_events")
 
@@ -131,10 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ClickHouse: {redact_url(settings.effective_clickhouse_url)}")
     print(f"Days: {days[0]} .. {days[-1]}; {args.events_per_day:,} demo events per day\n")
 
-    from dags.locations import shared_resources
-
     # Outside a run, EnvVar settings (a server URL) must be resolved by hand.
-    clickhouse = shared_resources()["clickhouse"].process_config_and_initialize()
+    clickhouse = clickhouse_resource().process_config_and_initialize()
     with clickhouse.get_client() as client:
         create_events_table(client)
 
@@ -169,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nClickHouse tables:")
     for table in tables:
         print(f"  {table['name']:36s} {int(table['rows']):>12,} rows  {table['size']}")
-    print(f"\nExports (if any): {redact_url(settings.effective_export_url)}")
+    print(f"\nExports (if any): {redact_url(load_export_settings().effective_destination_url)}")
     print(f"Runs and logs: {os.environ['DAGSTER_HOME']}")
     print("\nOpen the UI:  DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster dev -w workspace.yaml")
 

@@ -40,9 +40,9 @@ from dags.common import (
     EXTERNAL_API_RETRY_POLICY,
     ClickHouseResource,
     JobOwners,
-    load_settings,
     redact_url,
 )
+from dags.exchange_rate.settings import load_exchange_rate_settings
 from dags.exchange_rate.sources import (
     ECB_FIRST_DAY,
     DayRates,
@@ -63,7 +63,7 @@ HOURLY_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 
 
 def _start_date() -> date:
-    start = date.fromisoformat(load_settings().exchange_rate_start_date)
+    start = date.fromisoformat(load_exchange_rate_settings().start_date)
     if start < ECB_FIRST_DAY:
         raise ValueError(
             f"EXCHANGE_RATE_START_DATE is {start}, before {ECB_FIRST_DAY} (the first ECB reference rates): "

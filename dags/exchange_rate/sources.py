@@ -24,7 +24,8 @@ from xml.etree import ElementTree
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from dags.common import Settings, load_settings, retry_with_backoff
+from dags.common import retry_with_backoff
+from dags.exchange_rate.settings import ExchangeRateSettings, load_exchange_rate_settings
 
 if TYPE_CHECKING:  # loaded at the first request, not when a code server loads the location
     import requests
@@ -368,12 +369,12 @@ def _api_message(response: requests.Response) -> str:
     return response.text[:300].strip() or response.reason or ""
 
 
-def exchange_rate_source_from_env(settings: Settings | None = None) -> ExchangeRateSource:
+def exchange_rate_source_from_env(settings: ExchangeRateSettings | None = None) -> ExchangeRateSource:
     """The source as the environment configures it; the App ID stays an ``EnvVar`` (never stored or shown)."""
-    settings = settings or load_settings()
+    settings = settings or load_exchange_rate_settings()
     return ExchangeRateSource(
-        source=settings.exchange_rate_source,
-        ecb_url=settings.exchange_rate_ecb_url,
+        source=settings.source,
+        ecb_url=settings.ecb_url,
         open_exchange_rates_url=settings.open_exchange_rates_url,
         open_exchange_rates_app_id=(
             EnvVar("OPEN_EXCHANGE_RATES_APP_ID") if settings.open_exchange_rates_app_id_configured else None

@@ -1,14 +1,15 @@
-"""The data exports team's location: its assets, jobs and schedules with the shared resources."""
+"""The data exports team's location: the export assets, jobs and schedules, with their destination."""
 
 from dagster import Definitions
 
-from dags.exports import EXPORT_ASSETS, EXPORT_JOBS, EXPORT_SCHEDULES
-from dags.locations import shared_executor, shared_resources
+from dags.common import clickhouse_resource, location_executor
+from dags.exports.assets import EXPORT_ASSETS, EXPORT_JOBS, EXPORT_SCHEDULES
+from dags.exports.resource import export_destination_from_env
 
 defs = Definitions(
     assets=EXPORT_ASSETS,
     jobs=EXPORT_JOBS,
     schedules=EXPORT_SCHEDULES,
-    resources=shared_resources(),
-    executor=shared_executor(),
+    resources={"clickhouse": clickhouse_resource(), "export_destination": export_destination_from_env()},
+    executor=location_executor(),
 )

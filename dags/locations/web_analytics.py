@@ -1,20 +1,16 @@
-"""The web analytics team's location: its assets, jobs and schedules with the shared resources."""
+"""The web analytics team's location: the pre-aggregate assets, their job, schedules and pool sensor."""
 
 from dagster import Definitions
 
-from dags.locations import shared_executor, shared_resources
-from dags.web_preaggregated import (
-    WEB_ANALYTICS_ASSETS,
-    WEB_ANALYTICS_SCHEDULES,
-    web_analytics_daily_job,
-    web_analytics_pool_limit_sensor,
-)
+from dags.common import clickhouse_resource, location_executor
+from dags.web_analytics.assets import WEB_ANALYTICS_ASSETS, web_analytics_daily_job
+from dags.web_analytics.schedules import WEB_ANALYTICS_SCHEDULES, web_analytics_pool_limit_sensor
 
 defs = Definitions(
     assets=WEB_ANALYTICS_ASSETS,
     jobs=[web_analytics_daily_job],
     schedules=WEB_ANALYTICS_SCHEDULES,
     sensors=[web_analytics_pool_limit_sensor],
-    resources=shared_resources(),
-    executor=shared_executor(),
+    resources={"clickhouse": clickhouse_resource()},
+    executor=location_executor(),
 )

@@ -13,6 +13,7 @@ import pytest
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 from dagster._core.instance.ref import InstanceRef
 
+from dags.clickhouse.url import parse_clickhouse_url
 from dags.common import (
     PROJECT_ROOT,
     ClickHouseBusyError,
@@ -20,9 +21,9 @@ from dags.common import (
     ClickHouseError,
     ClickHouseResource,
     load_settings,
-    parse_clickhouse_url,
     redact_url,
 )
+from dags.exports.settings import load_export_settings
 
 # --- Embedded engine: the project's real SQL ---------------------------------------------------------------
 
@@ -160,18 +161,18 @@ def test_debug_forces_the_local_resources_even_with_production_settings(monkeypa
     monkeypatch.setenv("EXPORT_DESTINATION_URL", "s3://prod-bucket/exports")
     production = load_settings()
     assert production.effective_clickhouse_url.startswith("https://")
-    assert production.effective_export_url == "s3://prod-bucket/exports"
+    assert load_export_settings().effective_destination_url == "s3://prod-bucket/exports"
     monkeypatch.setenv("DEBUG", "1")
     local = load_settings()
     assert local.effective_clickhouse_url == f"chdb://{local.dagster_home / 'clickhouse'}"
-    assert local.effective_export_url.startswith("file://")
+    assert load_export_settings().effective_destination_url.startswith("file://")
 
 
 def test_fresh_clone_defaults_to_the_embedded_engine_under_dagster_home(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     settings = load_settings()
     assert settings.effective_clickhouse_url == f"chdb://{PROJECT_ROOT / '.dagster_home' / 'clickhouse'}"
-    assert settings.effective_export_url == (PROJECT_ROOT / ".dagster_home" / "exports").as_uri()
+    assert load_export_settings().effective_destination_url == (PROJECT_ROOT / ".dagster_home" / "exports").as_uri()
 
 
 def test_server_url_reaches_the_resource_through_an_env_var(monkeypatch: pytest.MonkeyPatch) -> None:

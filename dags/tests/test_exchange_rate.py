@@ -17,7 +17,7 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from dags.common import ClickHouseClient, ClickHouseResource, load_settings
+from dags.common import ClickHouseClient, ClickHouseResource
 from dags.exchange_rate import DayRatesIOManagerFactory, ExchangeRateSource
 from dags.exchange_rate.assets import (
     DAILY_PARTITIONS,
@@ -29,6 +29,7 @@ from dags.exchange_rate.assets import (
     hourly_exchange_rates_in_clickhouse,
     hourly_exchange_rates_schedule,
 )
+from dags.exchange_rate.settings import load_exchange_rate_settings
 from dags.exchange_rate.sources import ExchangeRateSourceError, offline_ecb_history
 from dags.tests.conftest import HttpApi, Reply
 
@@ -500,4 +501,4 @@ def test_hourly_schedule_runs_the_current_hour(tick: datetime, partition: str) -
 def test_an_unknown_source_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXCHANGE_RATE_SOURCE", "fixer")
     with pytest.raises(ValueError, match="EXCHANGE_RATE_SOURCE must be one of ecb, openexchangerates, got 'fixer'"):
-        load_settings()
+        load_exchange_rate_settings()

@@ -23,20 +23,12 @@ from dagster_gcp import GCSResource
 
 from dags.common import ClickHouseResource
 from dags.events import generate_demo_events
-from dags.exports import (
-    DATA_FILE,
-    MANIFEST_FILE,
-    ExportDestination,
-    events_export,
-    export_destination_from_env,
-    fixed_size_row_groups,
-    parse_destination_url,
-    web_pre_aggregated_bounces_export,
-    web_pre_aggregated_stats_export,
-    write_parquet,
-)
+from dags.exports.assets import events_export, web_pre_aggregated_bounces_export, web_pre_aggregated_stats_export
+from dags.exports.manifest import DATA_FILE, MANIFEST_FILE
+from dags.exports.parquet import fixed_size_row_groups, write_parquet
+from dags.exports.resource import ExportDestination, export_destination_from_env, parse_destination_url
 from dags.tests.conftest import GCSServer, S3Server, wait_until
-from dags.web_preaggregated import web_pre_aggregated_bounces, web_pre_aggregated_stats
+from dags.web_analytics.assets import web_pre_aggregated_bounces, web_pre_aggregated_stats
 
 DAY = date(2024, 3, 5)
 EVENT_COLUMNS = "toString(uuid) AS uuid, event, properties, timestamp, team_id, distinct_id, " \
@@ -338,7 +330,8 @@ KILLED_EXPORT_SCRIPT = textwrap.dedent(
     from dagster_aws.s3 import S3Resource
     from dagster_gcp import GCSResource
     from dags.common import ClickHouseResource
-    from dags.exports import ExportDestination, events_export
+    from dags.exports.assets import events_export
+    from dags.exports.resource import ExportDestination
 
     clickhouse_url, endpoint, access_key, secret_key, url, day, marker = sys.argv[1:]
     original = botocore.client.BaseClient._make_api_call

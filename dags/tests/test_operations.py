@@ -24,15 +24,11 @@ from dagster import (
     op,
 )
 
-from dags.common import ClickHouseClient, ClickHouseResource, JobOwners, _EmbeddedEngineLock
-from dags.operations import (
-    CONSECUTIVE_FAILURES_TAG,
-    DISABLE_SLACK_NOTIFICATIONS_TAG,
-    SlackAlertsResource,
-    run_status_sensors,
-    slack_alerts_from_env,
-    slack_on_run_failure,
-)
+from dags.clickhouse.lock import EmbeddedEngineLock
+from dags.common import ClickHouseClient, ClickHouseResource, JobOwners
+from dags.operations.alerts import CONSECUTIVE_FAILURES_TAG, DISABLE_SLACK_NOTIFICATIONS_TAG, slack_on_run_failure
+from dags.operations.run_status import run_status_sensors
+from dags.operations.slack import SlackAlertsResource, slack_alerts_from_env
 from dags.tests.conftest import HttpApi, Reply
 
 TOKEN = "xoxb-test-token-123"
@@ -289,7 +285,7 @@ def test_every_run_transition_is_recorded_in_clickhouse(
     for run_id in (succeeded.run_id, failed.run_id, canceled.run_id):
         evaluate_status_sensors(dagster_instance, run_id, clickhouse)
         # The sensors opened the embedded engine only for their write, and closed it again.
-        assert _EmbeddedEngineLock._held == {}
+        assert EmbeddedEngineLock._held == {}
 
     with clickhouse.get_client() as ch:
         rows = status_rows(ch)
@@ -350,13 +346,8 @@ def test_cancelling_a_pre_aggregate_run_kills_its_query_and_leaves_the_table_unc
     from dagster import Definitions
 
     from dags.events import generate_demo_events
-    from dags.web_preaggregated import (
-        BOUNCES_TABLE,
-        JOB_NAME,
-        STATS_TABLE,
-        WEB_ANALYTICS_ASSETS,
-        web_analytics_daily_job,
-    )
+    from dags.web_analytics.assets import JOB_NAME, WEB_ANALYTICS_ASSETS, web_analytics_daily_job
+    from dags.web_analytics.schema import BOUNCES_TABLE, STATS_TABLE
 
     job_def = Definitions(
         assets=WEB_ANALYTICS_ASSETS, jobs=[web_analytics_daily_job], resources={"clickhouse": clickhouse}

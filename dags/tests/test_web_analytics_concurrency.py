@@ -24,7 +24,8 @@ from dagster_graphql.test.utils import define_out_of_process_context, execute_da
 from dags.common import PROJECT_ROOT, ClickHouseResource
 from dags.events import generate_demo_events
 from dags.tests.conftest import stop_process, wait_until
-from dags.web_preaggregated import BOUNCES_TABLE, JOB_NAME, STATS_TABLE, WEB_ANALYTICS_POOL
+from dags.web_analytics.assets import JOB_NAME, WEB_ANALYTICS_POOL
+from dags.web_analytics.schema import BOUNCES_TABLE, STATS_TABLE
 
 DAYS = ["2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04", "2024-03-05"]
 LOCATION = "dags.locations.web_analytics"

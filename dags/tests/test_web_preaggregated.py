@@ -24,29 +24,25 @@ from dagster import (
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from dags.common import PROJECT_ROOT, ClickHouseClient, ClickHouseResource, load_settings
+from dags.common import PROJECT_ROOT, ClickHouseClient, ClickHouseResource
 from dags.events import create_events_table, generate_demo_events
 from dags.locations.web_analytics import defs
-from dags.web_preaggregated import (
-    BOUNCES,
-    BOUNCES_TABLE,
-    CHECK_NO_EMPTY_DAYS,
-    CHECK_TOTALS_MATCH_EVENTS,
-    DIMENSIONS,
+from dags.web_analytics.assets import (
     JOB_NAME,
-    STATS,
-    STATS_TABLE,
     WEB_ANALYTICS_POOL,
-    check_totals,
-    create_web_preaggregated_tables,
-    drop_stale_staging_tables,
-    refresh_window,
-    web_analytics_pool_limit_sensor,
-    web_analytics_today_schedule,
-    web_analytics_yesterday_schedule,
     web_pre_aggregated_bounces,
     web_pre_aggregated_stats,
 )
+from dags.web_analytics.checks import CHECK_NO_EMPTY_DAYS, CHECK_TOTALS_MATCH_EVENTS, check_totals
+from dags.web_analytics.refresh import drop_stale_staging_tables, refresh_window
+from dags.web_analytics.schedules import (
+    web_analytics_pool_limit_sensor,
+    web_analytics_today_schedule,
+    web_analytics_yesterday_schedule,
+)
+from dags.web_analytics.schema import BOUNCES_TABLE, DIMENSIONS, STATS_TABLE, create_web_preaggregated_tables
+from dags.web_analytics.settings import load_web_analytics_settings
+from dags.web_analytics.sql import BOUNCES, STATS
 
 ASSETS = [web_pre_aggregated_stats, web_pre_aggregated_bounces]
 PERSON_1, PERSON_2, PERSON_3 = (f"00000000-0000-0000-0000-00000000000{n}" for n in (1, 2, 3))
@@ -600,12 +596,12 @@ def test_pool_sensor_gives_the_pool_its_limit_once(sqlite_instance: DagsterInsta
 def test_assets_share_the_pool_and_take_the_backfill_policy_from_the_environment() -> None:
     for asset in ASSETS:
         assert asset.op.pool == WEB_ANALYTICS_POOL
-        assert asset.backfill_policy.max_partitions_per_run == load_settings().web_preaggregated_max_partitions_per_run
+        assert asset.backfill_policy.max_partitions_per_run == load_web_analytics_settings().max_partitions_per_run
     job = defs.resolve_job_def(JOB_NAME)
     assert int(job.tags["dagster/max_runtime"]) > 0 and job.tags["owner"] == "team-web-analytics"
 
     probe = (
-        "from dags.web_preaggregated import web_pre_aggregated_stats as a, WEB_ANALYTICS_DAILY_PARTITIONS as p;"
+        "from dags.web_analytics.assets import web_pre_aggregated_stats as a, WEB_ANALYTICS_DAILY_PARTITIONS as p;"
         "print(a.backfill_policy.max_partitions_per_run, p.start.date())"
     )
     output = subprocess.run(

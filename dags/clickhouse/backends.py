@@ -1,0 +1,103 @@
+"""The ways into ClickHouse through clickhouse-connect: a server over HTTP, and the embedded engine (chDB)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from dags.clickhouse.url import quote_identifier
+
+if TYPE_CHECKING:  # pandas and pyarrow load only when used: they would double a code server's start time
+    import pandas as pd
+    import pyarrow as pa
+
+
+class ConnectBackend:
+    """clickhouse-connect: the embedded engine (``chdb://``) and servers over HTTP."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def command(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> Any:
+        return self.client.command(sql, parameters=parameters, settings=settings)
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> pa.Table:
+        return self.client.query_arrow(sql, parameters=parameters, settings=settings)
+
+    @contextmanager
+    def query_arrow_stream(
+        self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]
+    ) -> Iterator[Iterator[pa.RecordBatch]]:
+        with self.client.query_arrow_stream(sql, parameters=parameters, settings=settings) as stream:
+            yield iter(stream)
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any]) -> int:
+        self.client.insert_arrow(table, data, settings=settings)
+        return data.num_rows
+
+    def insert_df(self, table: str, data: pd.DataFrame, settings: dict[str, Any]) -> int:
+        self.client.insert_df(table, data, settings=settings)
+        return len(data)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+STREAM_BATCH_ROWS = 65_536
+
+
+class EmbeddedBackend(ConnectBackend):
+    """The embedded engine through clickhouse-connect, with a truly streamed Arrow path.
+
+    clickhouse-connect's chDB backend reads a whole ``ArrowStream`` result (and any query with per-call
+    settings) into memory before returning it. Streams therefore use a dedicated chDB handle on the same
+    engine: settings go in with ``SET`` on that handle, and chDB's Arrow reader yields record batches as
+    the engine produces them, so memory stays flat however large the result.
+    """
+
+    def __init__(self, client: Any, data_path: str, database: str | None, resource_settings: dict[str, Any]):
+        super().__init__(client)
+        self.data_path = data_path
+        self.database = database
+        self.resource_settings = resource_settings  # the client has them; the stream's own handle needs them too
+
+    @contextmanager
+    def query_arrow_stream(
+        self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]
+    ) -> Iterator[Iterator[pa.RecordBatch]]:
+        import chdb
+        from clickhouse_connect.driver.binding import bind_query
+
+        query, bound = bind_query(sql, dict(parameters) if parameters else None)
+        # The engine assigns its own ids (log_comment names ours).
+        settings, _ = without_query_id({**self.resource_settings, **settings})
+        handle = chdb.connect(self.data_path)
+        stream = None
+        try:
+            if self.database:
+                handle.query(f"USE {quote_identifier(self.database)}")
+            for name, value in settings.items():
+                handle.query(f"SET {quote_identifier(name)} = {setting_literal(value)}")
+            params = {key.removeprefix("param_"): value for key, value in bound.items()}
+            stream = handle.send_query(query, "Arrow", params=params)
+            batch_rows = int(settings.get("max_block_size", STREAM_BATCH_ROWS))
+            yield iter(stream.record_batch(rows_per_batch=batch_rows))
+        finally:
+            if stream is not None:
+                stream.close()
+            handle.close()
+
+
+def setting_literal(value: Any) -> str:
+    """A setting's value as a SQL literal for ``SET`` (numbers bare, anything else a quoted string)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def without_query_id(settings: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    settings = dict(settings)
+    return settings, settings.pop("query_id", None)

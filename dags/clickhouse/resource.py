@@ -1,0 +1,215 @@
+"""The ClickHouse resource: one small interface for every asset, whichever way ClickHouse is reached."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
+
+from dags.clickhouse.backends import ConnectBackend, EmbeddedBackend
+from dags.clickhouse.client import ClickHouseClient, describe_context
+from dags.clickhouse.errors import ClickHouseError, first_line, retry_with_backoff, server_message
+from dags.clickhouse.lock import EmbeddedEngineLock
+from dags.clickhouse.native import NativeBackend
+from dags.clickhouse.url import ClickHouseTarget, parse_clickhouse_url, quote_identifier, redact_url
+
+
+class ClickHouseResource(ConfigurableResource):
+    """ClickHouse for every asset, the same small interface whichever way it is reached.
+
+    Open a client for the duration of an operation; it names the run, job and asset in the
+    ``log_comment`` of every query, retries transient errors with backoff, and raises errors that name
+    the statement. The embedded engine is opened only inside ``get_client`` (never at import) and is
+    shared with other processes by waiting for its lock.
+
+    Example:
+        .. code-block:: python
+
+            @asset
+            def daily_totals(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+                with clickhouse.get_client(context) as client:
+                    client.command("INSERT INTO totals SELECT ... WHERE day = {day:Date}", {"day": "2024-03-15"})
+                    table = client.query_arrow("SELECT * FROM totals")
+                return MaterializeResult(metadata={"rows": table.num_rows})
+
+            Definitions(
+                assets=[daily_totals],
+                resources={"clickhouse": ClickHouseResource(url=EnvVar("CLICKHOUSE_URL"))},
+            )
+    """
+
+    url: str = Field(
+        description=(
+            "Where ClickHouse is: chdb:///absolute/path (embedded engine, optional ?database=name), "
+            "http(s)://user:password@host:8123/database, or clickhouse://user:password@host:9000/database."
+        )
+    )
+    cluster: str | None = Field(
+        default=None,
+        description="Cluster name from system.clusters; run_on_all_hosts runs statements on each of its hosts.",
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="ClickHouse settings applied to every query from this resource."
+    )
+    max_attempts: int = Field(default=5, description="Tries per statement on transient errors (1 = no retry).")
+    retry_base_delay_seconds: float = Field(
+        default=1.0, description="First backoff pause on a transient error; doubles on each further try."
+    )
+    lock_timeout_seconds: float = Field(
+        default=1800.0,
+        description="How long to wait for the embedded engine when another process holds it, before failing.",
+    )
+    connect_timeout_seconds: int = Field(default=10, description="Connect timeout for server connections.")
+    query_timeout_seconds: int = Field(
+        default=3600, description="Socket send/receive timeout for one statement on a server connection."
+    )
+
+    _target: ClickHouseTarget | None = PrivateAttr(default=None)
+
+    @property
+    def target(self) -> ClickHouseTarget:
+        if self._target is None:
+            self._target = parse_clickhouse_url(self.url)
+        return self._target
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.target.kind == "embedded"
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        parse_clickhouse_url(self.url)  # a malformed URL fails here, before any asset code runs
+
+    @contextmanager
+    def get_client(self, context: Any = None, host: str | None = None) -> Iterator[ClickHouseClient]:
+        """Open a client for one operation; ``context`` is the asset or op context that names the queries."""
+        target = self.target
+        if target.kind == "embedded":
+            assert target.data_path is not None
+            EmbeddedEngineLock.acquire(target.data_path, self.lock_timeout_seconds)
+            try:
+                backend = retry_with_backoff(
+                    self._open_embedded,
+                    what=f"Opening the embedded ClickHouse at {target.data_path}",
+                    attempts=max(self.max_attempts, 2),
+                    base_delay=self.retry_base_delay_seconds,
+                    should_retry=lambda error: "Unable to open the chdb engine" in str(error),
+                )
+                try:
+                    yield ClickHouseClient(self, backend, describe_context(context))
+                finally:
+                    backend.close()
+            finally:
+                EmbeddedEngineLock.release(target.data_path)
+            return
+        try:
+            backend = retry_with_backoff(
+                lambda: self._open_server(host),
+                what=f"Connecting to ClickHouse at {self.display_url}",
+                attempts=self.max_attempts,
+                base_delay=self.retry_base_delay_seconds,
+            )
+        except Exception as error:
+            message = server_message(error).replace(self.url, self.display_url)
+            raise ClickHouseError(f"Could not connect to ClickHouse at {self.display_url}: {message}") from None
+        try:
+            yield ClickHouseClient(self, backend, describe_context(context))
+        finally:
+            backend.close()
+
+    def run_on_all_hosts(self, sql: str, parameters: Mapping[str, Any] | None = None, context: Any = None) -> int:
+        """Run a statement (``SYSTEM RELOAD DICTIONARY ...``) on every host of the cluster; returns host count.
+
+        Without a cluster, or on the embedded engine, there is one host. Every host is tried even when one
+        fails; the error then lists the hosts that failed.
+        """
+        if self.is_embedded or not self.cluster:
+            with self.get_client(context) as client:
+                client.command(sql, parameters)
+            return 1
+        with self.get_client(context) as client:
+            hosts = [
+                row["host_name"]
+                for row in client.query_arrow(
+                    "SELECT DISTINCT host_name FROM system.clusters WHERE cluster = {cluster:String}",
+                    {"cluster": self.cluster},
+                ).to_pylist()
+            ]
+        if not hosts:
+            raise ClickHouseError(f"Cluster {self.cluster!r} is not in system.clusters on {self.display_url}")
+        failures: list[str] = []
+        for host in hosts:
+            try:
+                with self.get_client(context, host=host) as client:
+                    client.command(sql, parameters)
+            except Exception as error:
+                failures.append(f"{host}: {server_message(error)}")
+        if failures:
+            raise ClickHouseError(f"{first_line(sql)!r} failed on {len(failures)} of {len(hosts)} hosts: {failures}")
+        return len(hosts)
+
+    # -- connections --
+
+    def _open_embedded(self) -> EmbeddedBackend:
+        import clickhouse_connect
+
+        target = self.target
+        assert target.data_path is not None
+        Path(target.data_path).mkdir(parents=True, exist_ok=True)
+        client = clickhouse_connect.get_client(dsn=f"chdb://{target.data_path}", settings=dict(self.settings))
+        if target.database:
+            client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}")
+            client.database = target.database
+        return EmbeddedBackend(client, target.data_path, target.database, dict(self.settings))
+
+    def _open_server(self, host: str | None) -> ConnectBackend | NativeBackend:
+        parsed = urlparse(self.url)
+        if host:
+            port = f":{parsed.port}" if parsed.port else ""
+            credentials = parsed.netloc.rpartition("@")[0]
+            parsed = parsed._replace(netloc=(f"{credentials}@" if credentials else "") + host + port)
+        database = self.target.database
+        if self.target.kind == "http":
+            import clickhouse_connect
+
+            client = clickhouse_connect.get_client(
+                host=parsed.hostname,
+                port=parsed.port or (8443 if parsed.scheme == "https" else 8123),
+                username=unquote(parsed.username or "default"),
+                password=unquote(parsed.password or ""),
+                database=database or "",
+                secure=parsed.scheme == "https",
+                connect_timeout=self.connect_timeout_seconds,
+                send_receive_timeout=self.query_timeout_seconds,
+                settings=dict(self.settings),
+            )
+            return ConnectBackend(client)
+        from clickhouse_driver import Client
+        from dagster_clickhouse import ClickhouseResource as NativeClickhouseResource
+        from dagster_clickhouse.resource import client_kwargs_from_resource_config
+
+        native = NativeClickhouseResource(
+            host=parsed.hostname or "localhost",
+            port=parsed.port or 9000,
+            user=unquote(parsed.username or "default"),
+            password=unquote(parsed.password or ""),
+            database=database,
+            secure=parsed.scheme == "clickhouses",
+            settings=dict(self.settings),
+        )
+        kwargs = client_kwargs_from_resource_config(native.model_dump())
+        client = Client(
+            **kwargs,
+            connect_timeout=self.connect_timeout_seconds,
+            send_receive_timeout=self.query_timeout_seconds,
+        )
+        client.execute("SELECT 1")  # connect now, so a down server is retried here
+        return NativeBackend(client)

@@ -1,0 +1,139 @@
+"""The export destination resource: where the Parquet exports go, and how the data gets there."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import unquote, urlparse
+
+from dagster import ConfigurableResource, ResourceDependency
+from pydantic import Field
+
+from dags.exports.destinations.base import Destination, DestinationAccessError
+from dags.exports.destinations.gcs import GCSBucket
+from dags.exports.destinations.local import LocalFolder
+from dags.exports.destinations.s3 import S3Bucket
+from dags.exports.settings import ExportSettings, load_export_settings
+
+if TYPE_CHECKING:  # loaded when used: together they would triple a code server's start time
+    from dagster_aws.s3 import S3Resource
+    from dagster_gcp import GCSResource
+
+
+def parse_destination_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, bucket or folder, prefix)`` of a destination URL; a bad URL raises a ValueError that says why."""
+    parsed = urlparse(url.strip())
+    if parsed.username or parsed.password:
+        raise ValueError(
+            "Export destination URLs must not carry credentials: put them in AWS_* variables (S3) or "
+            "GOOGLE_APPLICATION_CREDENTIALS (GCS)."
+        )
+    if parsed.query or parsed.fragment:
+        raise ValueError(f"Export destination URL {url!r} must not have a query string or fragment.")
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise ValueError(f"Export destination {url!r}: use an absolute path, file:///absolute/path")
+        return "file", unquote(parsed.path), ""
+    if parsed.scheme in ("s3", "gs"):
+        if not parsed.netloc:
+            raise ValueError(f"Export destination {url!r} names no bucket: use {parsed.scheme}://bucket/prefix")
+        if any(char in parsed.path for char in "*?{}"):
+            raise ValueError(f"Export destination {url!r}: the prefix must not contain * ? {{ }}")
+        return parsed.scheme, parsed.netloc, parsed.path.strip("/")
+    raise ValueError(
+        f"Export destination URL {url!r} is not supported: use file:///absolute/path, s3://bucket/prefix "
+        "or gs://bucket/prefix."
+    )
+
+
+class ExportDestination(ConfigurableResource):
+    """Where the Parquet exports go, and how the data gets there.
+
+    Credentials never go in this resource's config: S3 uses the AWS variables boto3 reads
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
+    ``AWS_REGION``, ``AWS_ENDPOINT_URL``), GCS the application default credentials (and
+    ``STORAGE_EMULATOR_HOST``).
+
+    Example:
+        .. code-block:: python
+
+            Definitions(
+                assets=[events_export],
+                resources={
+                    "clickhouse": ClickHouseResource(url=EnvVar("CLICKHOUSE_URL")),
+                    "export_destination": ExportDestination(
+                        url="s3://our-exports/warehouse", s3=S3Resource(), gcs=GCSResource()
+                    ),
+                },
+            )
+    """
+
+    url: str = Field(description="file:///absolute/path, s3://bucket/prefix or gs://bucket/prefix.")
+    write_method: Literal["stream", "clickhouse"] = Field(
+        default="stream",
+        description=(
+            "stream: Arrow batches from ClickHouse into a Parquet writer, then an upload (any destination). "
+            "clickhouse: ClickHouse writes Parquet straight to S3 with s3() (S3 only; the server must reach "
+            "the bucket)."
+        ),
+    )
+    clickhouse_s3_endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "The S3 endpoint as the ClickHouse server reaches it, for write_method=clickhouse; "
+            "by default the endpoint this process uses."
+        ),
+    )
+    row_group_rows: int = Field(default=100_000, ge=1, description="Rows per Parquet row group.")
+    batch_rows: int = Field(
+        default=65_536, ge=1, description="Rows per Arrow batch streamed from ClickHouse (max_block_size)."
+    )
+    part_size_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        description="S3 multipart upload part size; files larger than this are uploaded in parts.",
+    )
+    # Optional, so that a local folder loads neither client library; the default reads the usual environment.
+    s3: ResourceDependency["S3Resource | None"] = None
+    gcs: ResourceDependency["GCSResource | None"] = None
+
+    def open(self) -> Destination:
+        scheme, location, prefix = parse_destination_url(self.url)
+        if self.write_method == "clickhouse" and scheme != "s3":
+            raise ValueError(f"write_method=clickhouse writes to S3 only; {self.url} is not an s3:// URL.")
+        if scheme == "file":
+            return LocalFolder(Path(location))
+        from botocore.exceptions import BotoCoreError
+        from google.auth.exceptions import GoogleAuthError
+
+        try:
+            if scheme == "s3":
+                return S3Bucket(self.s3 or default_s3_resource(), location, prefix, self.part_size_bytes)
+            return GCSBucket(self.gcs or default_gcs_resource(), location, prefix)
+        except (BotoCoreError, GoogleAuthError) as error:
+            # No credentials found, an unknown AWS_PROFILE, a bad region: say so instead of a client traceback.
+            raise DestinationAccessError(f"Cannot open a client for {self.url}: {error}") from None
+
+
+def default_s3_resource() -> "S3Resource":
+    from dagster_aws.s3 import S3Resource
+
+    return S3Resource()
+
+
+def default_gcs_resource() -> "GCSResource":
+    from dagster_gcp import GCSResource
+
+    return GCSResource()
+
+
+def export_destination_from_env(settings: ExportSettings | None = None) -> ExportDestination:
+    """The export destination as the environment configures it (``EXPORT_DESTINATION_URL`` and friends)."""
+    settings = settings or load_export_settings()
+    url = settings.effective_destination_url
+    local = url.startswith("file:")
+    return ExportDestination(
+        url=url,
+        write_method="stream" if local else settings.write_method,
+        clickhouse_s3_endpoint_url=None if local else settings.clickhouse_s3_endpoint_url,
+        s3=default_s3_resource() if url.startswith("s3:") else None,
+        gcs=default_gcs_resource() if url.startswith("gs:") else None,
+    )

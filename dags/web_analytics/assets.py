@@ -1,0 +1,140 @@
+"""The web analytics pre-aggregate assets and their job: hourly stats and bounces per team, read by the
+web analytics dashboards.
+
+Dashboards must not scan raw ``events`` on every query, so two daily partitioned tables hold aggregate
+*states* (``uniqState``, ``sumState``) per team, hour and dimension values; a dashboard merges them for
+any date range and filter. Each run recomputes its partition window idempotently (``refresh.py``). At most
+one run that touches these tables runs at a time (the ``web_analytics`` pool, limited in ``dagster.yaml``).
+"""
+
+import time
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    asset,
+    define_asset_job,
+)
+
+from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseResource, JobOwners
+from dags.web_analytics.checks import check_specs, check_totals
+from dags.web_analytics.config import WebPreaggregatedConfig, config_error, validate_config
+from dags.web_analytics.refresh import MAX_RUNTIME_SECONDS, days_of, drop_stale_staging_tables, refresh_window
+from dags.web_analytics.schema import BOUNCES_TABLE, STATS_TABLE
+from dags.web_analytics.settings import load_web_analytics_settings
+from dags.web_analytics.sql import BOUNCES, STATS, TABLE_ROWS_IN_WINDOW, PreAggregate
+
+# The concurrency pool of every asset that rewrites these tables. `dagster.yaml` limits pools to one run
+# at a time (run granularity), which holds for job runs, asset backfills (`__ASSET_JOB`) and schedules alike.
+WEB_ANALYTICS_POOL = "web_analytics"
+JOB_NAME = "web_analytics_daily_job"
+
+SETTINGS = load_web_analytics_settings()
+WEB_ANALYTICS_DAILY_PARTITIONS = DailyPartitionsDefinition(start_date=SETTINGS.start_date, end_offset=1, timezone="UTC")
+BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=SETTINGS.max_partitions_per_run)
+
+
+def materialize_window(
+    context: AssetExecutionContext,
+    config: WebPreaggregatedConfig,
+    clickhouse: ClickHouseResource,
+    pre_aggregate: PreAggregate,
+) -> MaterializeResult:
+    window = context.partition_time_window
+    first_day, end_day = window.start.date(), window.end.date()
+    team_ids = sorted(set(config.team_ids)) if config.team_ids else None
+    with clickhouse.get_client(context) as client:
+        validate_config(client, config)
+        if not client.command("EXISTS TABLE events"):
+            raise config_error(
+                f"There is no events table in database {client.database!r}: load events first "
+                "(locally: materialize demo_events, or run bin/demo)."
+            )
+        stale = drop_stale_staging_tables(client, pre_aggregate)
+        refreshed = refresh_window(
+            client,
+            pre_aggregate,
+            first_day=first_day,
+            end_day=end_day,
+            run_id=context.run.run_id,
+            team_ids=team_ids,
+            extra_settings=config.extra_clickhouse_settings,
+        )
+        started = time.monotonic()
+        totals, no_empty_days = check_totals(
+            client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids
+        )
+        check_seconds = time.monotonic() - started
+        table_rows = client.command(
+            TABLE_ROWS_IN_WINDOW, {"table": pre_aggregate.table, "first_day": first_day, "end_day": end_day}
+        )
+    days = [day.isoformat() for day in days_of(first_day, end_day)]
+    context.log.info(
+        f"{pre_aggregate.table}: {refreshed['rows_written']} rows for {days[0]}..{days[-1]} "
+        f"in {refreshed['insert_seconds']}s, partitions swapped in {refreshed['replace_seconds']}s"
+    )
+    return MaterializeResult(
+        metadata={
+            "table": pre_aggregate.table,
+            "rows_written": refreshed["rows_written"],
+            "rows_by_day": refreshed["rows_by_day"],
+            "dagster/row_count": int(table_rows),
+            "days_covered": days,
+            "days_emptied": refreshed["days_emptied"],
+            "teams": team_ids or "all",
+            "insert_seconds": refreshed["insert_seconds"],
+            "replace_seconds": refreshed["replace_seconds"],
+            "check_seconds": round(check_seconds, 3),
+            "stale_staging_tables_dropped": stale,
+        },
+        check_results=[totals, no_empty_days],
+    )
+
+
+ASSET_OPTIONS: dict[str, Any] = {
+    "partitions_def": WEB_ANALYTICS_DAILY_PARTITIONS,
+    "backfill_policy": BACKFILL_POLICY,
+    "kinds": {"clickhouse"},
+    "tags": JobOwners.TEAM_WEB_ANALYTICS.tags(),
+    "retry_policy": CLICKHOUSE_RETRY_POLICY,
+    "pool": WEB_ANALYTICS_POOL,
+    "group_name": "web_analytics",
+}
+
+
+@asset(check_specs=check_specs(STATS_TABLE, WEB_ANALYTICS_DAILY_PARTITIONS), **ASSET_OPTIONS)
+def web_pre_aggregated_stats(
+    context: AssetExecutionContext, config: WebPreaggregatedConfig, clickhouse: ClickHouseResource
+) -> MaterializeResult:
+    """Pageviews, unique sessions and unique persons per team, hour, pathname and visitor dimensions.
+
+    The dashboards' traffic and paths panels read this instead of raw events.
+    """
+    return materialize_window(context, config, clickhouse, STATS)
+
+
+@asset(check_specs=check_specs(BOUNCES_TABLE, WEB_ANALYTICS_DAILY_PARTITIONS), **ASSET_OPTIONS)
+def web_pre_aggregated_bounces(
+    context: AssetExecutionContext, config: WebPreaggregatedConfig, clickhouse: ClickHouseResource
+) -> MaterializeResult:
+    """Sessions per team, hour of their first event, entry and end pathname and visitor dimensions.
+
+    With bounces (one pageview, no autocapture, under 10 seconds), total duration and session count,
+    for the dashboards' bounce rate and session duration panels.
+    """
+    return materialize_window(context, config, clickhouse, BOUNCES)
+
+
+WEB_ANALYTICS_ASSETS = [web_pre_aggregated_stats, web_pre_aggregated_bounces]
+WEB_ANALYTICS_ASSET_KEYS = frozenset(AssetKey(table) for table in (STATS_TABLE, BOUNCES_TABLE))
+
+web_analytics_daily_job = define_asset_job(
+    JOB_NAME,
+    selection=WEB_ANALYTICS_ASSETS,
+    tags={**JobOwners.TEAM_WEB_ANALYTICS.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
+    description="Recompute the web analytics pre-aggregates for the selected days (one run at a time).",
+)
