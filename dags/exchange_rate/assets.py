@@ -285,14 +285,26 @@ hourly_exchange_rates_job = define_asset_job(
 )
 
 
-@schedule(job=daily_exchange_rates_job, cron_schedule="28 0 * * *", execution_timezone="UTC", tags=OWNER_TAGS)
+@schedule(
+    job=daily_exchange_rates_job,
+    cron_schedule="28 0 * * *",
+    execution_timezone="UTC",
+    tags=OWNER_TAGS,
+    description="At 00:28 UTC, the rates of the day that just ended. Off until turned on (it calls the ECB).",
+)
 def daily_exchange_rates_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     """At 00:28 UTC, the day that just ended (the ECB publishes around 16:00 CET, so it is complete)."""
     day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
     return RunRequest(run_key=day.isoformat(), partition_key=day.isoformat())
 
 
-@schedule(job=hourly_exchange_rates_job, cron_schedule="45 * * * *", execution_timezone="UTC", tags=OWNER_TAGS)
+@schedule(
+    job=hourly_exchange_rates_job,
+    cron_schedule="45 * * * *",
+    execution_timezone="UTC",
+    tags=OWNER_TAGS,
+    description="At :45 every hour, today's rates so far. Off until turned on (it calls the ECB every hour).",
+)
 def hourly_exchange_rates_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     """At :45 every hour, the hour that starts then: it refreshes the whole current day."""
     scheduled: datetime = context.scheduled_execution_time.astimezone(UTC)

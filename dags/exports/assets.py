@@ -57,7 +57,12 @@ events_export_job = define_asset_job(
 
 # Yesterday's events, early enough in the morning for late events to have arrived.
 events_export_daily_schedule = build_schedule_from_partitioned_job(
-    events_export_job, name="events_export_daily_schedule", hour_of_day=2, minute_of_hour=0
+    events_export_job,
+    name="events_export_daily_schedule",
+    hour_of_day=2,
+    minute_of_hour=0,
+    description="At 02:00 UTC, yesterday's events to the export destination. Off until turned on (exports go "
+    "to a customer's destination only when someone means them to).",
 )
 
 # The pre-aggregates' days up to yesterday (their own partitions include today, which is still changing).
@@ -112,7 +117,12 @@ web_pre_aggregated_exports_job = define_asset_job(
 
 # Yesterday's pre-aggregates, after the web analytics job has recomputed them (00:15, at most 3 hours).
 web_pre_aggregated_exports_daily_schedule = build_schedule_from_partitioned_job(
-    web_pre_aggregated_exports_job, name="web_pre_aggregated_exports_daily_schedule", hour_of_day=4, minute_of_hour=0
+    web_pre_aggregated_exports_job,
+    name="web_pre_aggregated_exports_daily_schedule",
+    hour_of_day=4,
+    minute_of_hour=0,
+    description="At 04:00 UTC, yesterday's web analytics pre-aggregates to the export destination, after the "
+    "00:15 recompute. Off until turned on.",
 )
 
 EXPORT_ASSETS: list[AssetsDefinition] = [

@@ -1,6 +1,10 @@
 """Every code location loads, and shows the assets, jobs and schedules its team expects."""
 
 import importlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +104,56 @@ def test_instance_config_limits_web_analytics_to_one_run() -> None:
     dagster_instance_config(str(PROJECT_ROOT))  # valid for Dagster as a whole (run limits in one place only)
     assert config["nux"] == {"enabled": False} and config["telemetry"] == {"enabled": False}
     assert (PROJECT_ROOT / ".dagster_home" / "dagster.yaml").resolve() == (PROJECT_ROOT / "dagster.yaml").resolve()
+
+
+@pytest.mark.parametrize("location", sorted(EXPECTED))
+def test_every_schedule_and_sensor_says_what_it_does(location: str) -> None:
+    repository = load_location(location).get_repository_def()
+    for definition in [*repository.schedule_defs, *repository.sensor_defs]:
+        assert definition.description and len(definition.description) > 20, f"{definition.name} has no description"
+
+
+DEFAULT_STATUSES = """
+import json
+from dags.definitions import defs
+repository = defs.get_repository_def()
+print(json.dumps({d.name: d.default_status.value for d in [*repository.schedule_defs, *repository.sensor_defs]}))
+"""
+
+
+def default_statuses(**env: str) -> dict[str, str]:
+    """What each schedule and sensor does before anyone touches it, as ``dagster dev`` would load it."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("CLICKHOUSE_URL", "DEBUG")}
+    loaded = subprocess.run(
+        [sys.executable, "-c", DEFAULT_STATUSES],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(loaded.stdout.strip().splitlines()[-1])
+
+
+def test_locally_only_sensors_run_by_default_and_on_a_server_the_web_analytics_schedules_too() -> None:
+    sensors = {
+        "slack_on_run_failure",
+        "run_status_started",
+        "run_status_success",
+        "run_status_failure",
+        "run_status_canceled",
+        "web_analytics_pool_limit_sensor",
+    }
+    local = default_statuses()
+    assert {name for name, status in local.items() if status == "RUNNING"} == sensors
+    assert {name for name, status in local.items() if status == "STOPPED"} >= {
+        "web_analytics_yesterday_schedule",
+        "web_analytics_today_schedule",
+        "daily_exchange_rates_schedule",
+        "events_export_daily_schedule",
+    }
+    server = default_statuses(CLICKHOUSE_URL="http://default:@127.0.0.1:8123/default")
+    assert {name for name, status in server.items() if status == "RUNNING"} == sensors | {
+        "web_analytics_yesterday_schedule",
+        "web_analytics_today_schedule",
+    }
