@@ -481,6 +481,32 @@ def test_bad_config_is_rejected_before_anything_is_written(
     assert staging_tables(sessions) == []
 
 
+@pytest.mark.parametrize("bad_asset", [STATS_TABLE, BOUNCES_TABLE])
+def test_bad_config_of_either_asset_stops_the_run_before_either_table_is_rewritten(
+    sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, bad_asset: str
+) -> None:
+    # The launchpad accepts team_ids: [-1] (Dagster's config schema has no "non-negative"): the run must not
+    # rewrite one table and then fail on the other's config.
+    run(clickhouse, dagster_instance, "2024-03-15")
+    before = {table: snapshot(sessions, table) for table in (STATS_TABLE, BOUNCES_TABLE)}
+    sessions.command("DELETE FROM events WHERE team_id = 1")  # a write would now change the tables
+
+    result = materialize(
+        ASSETS,
+        partition_key="2024-03-15",
+        resources={"clickhouse": clickhouse},
+        run_config={"ops": {bad_asset: {"config": {"team_ids": [-1]}}}},
+        instance=dagster_instance,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    failures = result.get_step_failure_events()
+    assert {failure.step_key for failure in failures} == {STATS_TABLE, BOUNCES_TABLE}
+    assert all("non-negative" in failure.step_failure_data.user_failure_data.description for failure in failures)
+    assert {table: snapshot(sessions, table) for table in (STATS_TABLE, BOUNCES_TABLE)} == before
+
+
 def test_a_failing_computation_leaves_the_target_as_it_was_and_no_staging_table(
     sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:

@@ -32,10 +32,27 @@ from dags.web_analytics.sql import BOUNCES, STATS, TABLE_ROWS_IN_WINDOW, PreAggr
 # at a time (run granularity), which holds for job runs, asset backfills (`__ASSET_JOB`) and schedules alike.
 WEB_ANALYTICS_POOL = "web_analytics"
 JOB_NAME = "web_analytics_daily_job"
+WEB_ANALYTICS_OP_NAMES = (STATS_TABLE, BOUNCES_TABLE)  # each asset is named after its table
 
 SETTINGS = load_web_analytics_settings()
 WEB_ANALYTICS_DAILY_PARTITIONS = DailyPartitionsDefinition(start_date=SETTINGS.start_date, end_offset=1, timezone="UTC")
 BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=SETTINGS.max_partitions_per_run)
+
+
+def configs_in_run(context: AssetExecutionContext, config: WebPreaggregatedConfig) -> list[WebPreaggregatedConfig]:
+    """This asset's config and that of every other web analytics asset the run materializes.
+
+    Dagster's config schema cannot say "non-negative" or "at least one", so the launchpad accepts
+    ``team_ids: [-1]``; checking every asset's config in the first step to run means a run never rewrites
+    one table and then fails on the other's config.
+    """
+    ops = context.run.run_config.get("ops") or {}
+    others = [
+        WebPreaggregatedConfig(**((ops[name] or {}).get("config") or {}))
+        for name in WEB_ANALYTICS_OP_NAMES
+        if name != context.op_def.name and name in ops
+    ]
+    return [config, *others]
 
 
 def materialize_window(
@@ -48,7 +65,8 @@ def materialize_window(
     first_day, end_day = window.start.date(), window.end.date()
     team_ids = sorted(set(config.team_ids)) if config.team_ids else None
     with clickhouse.get_client(context) as client:
-        validate_config(client, config)
+        for each_config in configs_in_run(context, config):
+            validate_config(client, each_config)
         if not client.command("EXISTS TABLE events"):
             raise config_error(
                 f"There is no events table in database {client.database!r}: load events first "

@@ -12,8 +12,8 @@ from dags.common import ClickHouseClient
 class WebPreaggregatedConfig(Config):
     team_ids: list[int] | None = Field(
         default=None,
-        description="Recompute only these teams (their rows of each day are replaced, other teams' are kept). "
-        "Default: every team.",
+        description="Recompute only these teams (their rows of each day are replaced, other teams' are kept): "
+        "at least one team id, each 0 or more. Leave it out for every team.",
     )
     extra_clickhouse_settings: dict[str, Any] = Field(
         default_factory=dict,
