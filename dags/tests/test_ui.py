@@ -1,9 +1,12 @@
-"""The UI as a person sees it: ``dagster dev -w workspace.yaml``, a run, and the pages in headless Chromium.
+"""The UI as a person sees it: ``bin/demo``, then ``bin/dev`` (``dagster dev -w workspace.yaml``), runs, and
+the pages in headless Chromium.
 
-One ``dagster dev`` (webserver, daemon, a code server per location) runs for the module, in its own process
-group on a free loopback port, with its own DAGSTER_HOME and ClickHouse database; it is stopped with
-SIGINT to the group. The run launched here goes through the queue and the daemon like any other, and the
-run status sensors record it in ClickHouse. Screenshots land in ``test-output/ui/``.
+A small demo (three recent days, offline) fills the module's own DAGSTER_HOME and ClickHouse database first,
+as README's first command does; then one ``dagster dev`` (webserver, daemon, a code server per location)
+runs for the module through ``bin/dev``, in its own process group on a free loopback port; it is stopped
+with SIGINT to the group. Runs launched here go through the queue and the daemon like any other, and the
+run status sensors record them in ClickHouse. Screenshots land in ``test-output/ui/``; README's pictures in
+``docs/`` are copies of them.
 """
 
 import importlib
@@ -17,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ import requests
 import yaml
 
 from dags.common import PROJECT_ROOT, ClickHouseResource
+from dags.events import recent_days
 from dags.tests.conftest import free_port, missing_server, wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,6 +39,10 @@ PARTITION = "2024-03-15"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 STATUS_SENSORS = ("run_status_started", "run_status_success", "run_status_failure", "run_status_canceled")
+# The demo's days, as bin/demo picks them (up to yesterday); enough events that each web analytics run has
+# a few seconds of work, so the queue in README's walk-through can be seen.
+DEMO_DAYS = [day.isoformat() for day in recent_days(3)]
+DEMO_EVENTS_PER_DAY = 150_000
 
 
 def workspace_locations() -> list[str]:
@@ -75,9 +84,32 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, clickhouse_data_path: 
         "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{port}",
     }
     env.pop("SLACK_BOT_TOKEN", None)
+    demo = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dags.demo",
+            "--days",
+            str(len(DEMO_DAYS)),
+            "--events-per-day",
+            str(DEMO_EVENTS_PER_DAY),
+        ],
+        # Offline for certain: the ECB address refuses connections, as on a machine without internet.
+        env={
+            **env,
+            "EXPORT_DESTINATION_URL": (home / "exports").as_uri(),
+            "EXCHANGE_RATE_ECB_URL": "http://127.0.0.1:9",
+        },
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [str(PROJECT_ROOT / "bin" / "dev"), "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1"]
+            + ["-p", str(port)],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=log,
@@ -152,6 +184,8 @@ def test_every_location_of_the_workspace_loads(dagster_dev: DagsterDev) -> None:
     except TimeoutError:
         pass
     assert loaded_locations(dagster_dev) == expected, dagster_dev.log_tail()
+    # bin/dev starts dagster dev from DAGSTER_HOME: no warning that ./dagster.yaml "will not be used".
+    assert "Found a dagster instance configuration value" not in dagster_dev.log_path.read_text(errors="replace")
 
 
 SENSOR_TICKS_QUERY = """
@@ -382,7 +416,7 @@ def test_the_partitions_page_shows_the_materialized_day(
     browser.get(f"{dagster_dev.url}/assets/demo_events?view=partitions&partition={PARTITION}")
     page = wait_for_page(
         browser,
-        lambda page: "Materialized (1)" in page and "rows_written" in page,
+        lambda page: f"Materialized ({len(DEMO_DAYS) + 1})" in page and "rows_written" in page,
         "the partitions page with the materialized day",
     )
     assert "demo_events" in page and PARTITION in page and finished_run[:8] in page
@@ -398,6 +432,116 @@ def test_the_run_page_shows_the_finished_run(dagster_dev: DagsterDev, browser: A
     assert finished_run[:8] in text and "Success" in text
     assert "demo_events" in text and f"partition: {PARTITION}" in text and "rows_written" in text
     browser.save_screenshot(str(SCREENSHOTS / "run.png"))
+
+
+def click_text(driver: Any, text: str, timeout: float = 30) -> None:
+    """Click the visible element whose own text is ``text`` (the last one, when several match)."""
+    wait_for_visible(driver, f"//*[normalize-space(text())='{text}']", timeout).click()
+
+
+def test_after_the_demo_its_days_show_materialized_with_passed_checks(dagster_dev: DagsterDev, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    asset = "web_pre_aggregated_stats"
+    browser.get(f"{dagster_dev.url}/assets/{asset}?view=partitions&partition={DEMO_DAYS[-1]}")
+    page = wait_for_page(
+        browser, lambda page: f"Materialized ({len(DEMO_DAYS)})" in page and "rows_written" in page, "the demo's days"
+    )
+    assert "web_analytics_daily_job" in page  # the run is labelled with its job, not __ephemeral_asset_job__
+    wait_for_visible(browser, "//*[starts-with(normalize-space(text()), 'Missing (')]").click()  # filled days only
+    wait_for_page(browser, lambda page: all(day in page for day in DEMO_DAYS), "the demo days in the list")
+    browser.save_screenshot(str(SCREENSHOTS / "asset-partitions-filled.png"))
+
+    # Each check's latest result, and its result for every demo day (recorded per day, not "Skipped").
+    browser.get(f"{dagster_dev.url}/assets/{asset}?view=checks")
+    wait_for_page(browser, lambda page: "totals_match_events" in page, "the checks list")
+    checks_list = browser.find_element(By.TAG_NAME, "body").text
+    assert checks_list.count("Succeeded") >= 2 and "Skipped" not in checks_list, checks_list
+    click_text(browser, "totals_match_events")
+    click_text(browser, "Partitions")  # the check's own Partitions tab (the asset's is further up)
+    wait_for_page(browser, lambda page: f"Passed ({len(DEMO_DAYS)})" in page, "the check's passed days")
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "Skipped (0)" in text and "Failed (0)" in text, text
+    missing = wait_for_visible(browser, "//*[starts-with(normalize-space(text()), 'Missing (')]")
+    missing.click()  # untick: only the checked days remain in the list
+    wait_for_page(browser, lambda page: all(day in page for day in DEMO_DAYS), "the demo days in the list")
+    click_text(browser, DEMO_DAYS[-1])
+    wait_for_page(browser, lambda page: page.count(DEMO_DAYS[-1]) >= 2, "the day's result beside the list")
+    browser.save_screenshot(str(SCREENSHOTS / "check-partitions.png"))
+
+
+def runs_page_rows(driver: Any) -> list[list[str]]:
+    """The Runs page's rows, each as its lines of text (ID, target, tags, launched by, status, ...)."""
+    from selenium.webdriver.common.by import By
+
+    text = driver.find_element(By.TAG_NAME, "body").text
+    table = text[text.find("\nDuration\n") + len("\nDuration\n") :]
+    return [row.split("\n") for row in table.split("\nView\n")]
+
+
+def test_readme_walk_through_a_backfill_runs_one_day_at_a_time(dagster_dev: DagsterDev, browser: Any) -> None:
+    """README's "One run at a time", click by click: a 3-day backfill of both web analytics assets from the
+    lineage page, then the Runs page with "Show runs within backfills" ticked shows one run STARTED and the
+    others QUEUED behind it."""
+    from dagster import DagsterInstance, RunsFilter
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    launched_after = time.time()
+    browser.get(dagster_dev.url)
+    click_text(browser, "Lineage")
+    wait_for_page(browser, lambda page: "Global asset lineage" in page, "the lineage page")
+    wait_for_visible(browser, "//*[contains(@class, 'CodeMirror')]//pre[contains(., 'Search and filter assets')]")
+    browser.find_element(By.CSS_SELECTOR, ".CodeMirror").click()
+    ActionChains(browser).send_keys("group:web_analytics").perform()
+    time.sleep(1)  # the suggestions settle; Enter applies the filter
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_for_page(browser, lambda page: "web_pre_aggregated_bounces" in page and "demo_events" not in page, "filter")
+    click_text(browser, "Materialize all…")
+    # The partition box (its placeholder: "No matching partitions" until something is typed).
+    partitions = wait_for_visible(
+        browser, "//input[@placeholder='No matching partitions' or starts-with(@placeholder, 'ex: ')]"
+    )
+    partitions.click()
+    partitions.send_keys(f"[{DEMO_DAYS[0]}...{DEMO_DAYS[-1]}]", Keys.ENTER)
+    wait_for_page(browser, lambda page: f"{len(DEMO_DAYS)} partitions" in page, "the range in the launch dialog")
+    click_text(browser, "Launch backfill")
+    wait_for_page(browser, lambda page: "Created backfill" in page, "the backfill to be created")
+
+    click_text(browser, "Runs")
+    wait_for_page(browser, lambda page: "Show runs within backfills" in page, "the Runs page")
+    click_text(browser, "Show runs within backfills")
+
+    def queue_seen() -> bool:
+        rows = [row for row in runs_page_rows(browser) if any(line.startswith("Backfill:") for line in row)]
+        return any("Started" in row for row in rows) and any("Queued" in row for row in rows)
+
+    # The backfill daemon creates the runs within about 30 s; each then waits its turn.
+    try:
+        wait_until(queue_seen, 240, "a QUEUED backfill run behind a STARTED one on the Runs page", interval=0.3)
+    except TimeoutError:
+        browser.save_screenshot(str(SCREENSHOTS / "timeout.png"))
+        raise
+    browser.save_screenshot(str(SCREENSHOTS / "runs-queue.png"))
+
+    with DagsterInstance.from_config(str(dagster_dev.home)) as instance:
+
+        def backfill_runs() -> list[Any]:
+            runs = instance.get_runs(RunsFilter(created_after=datetime.fromtimestamp(launched_after, UTC)))
+            return [run for run in runs if run.tags.get("dagster/backfill")]
+
+        def all_done() -> bool:
+            runs = backfill_runs()
+            return len(runs) == len(DEMO_DAYS) and all(run.is_finished for run in runs)
+
+        wait_until(all_done, 300, "the backfill's runs to finish", interval=1)
+        records = sorted(
+            (instance.get_run_record_by_id(run.run_id) for run in backfill_runs()), key=lambda r: r.start_time
+        )
+    assert [record.dagster_run.status.value for record in records] == ["SUCCESS"] * len(DEMO_DAYS)
+    for earlier, later in zip(records, records[1:], strict=False):
+        assert later.start_time >= earlier.end_time, "two web analytics runs ran at the same time"
 
 
 # --- Terminating a run from the UI -----------------------------------------------------------------------
