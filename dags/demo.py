@@ -14,6 +14,7 @@ days have no rates and why, and still succeeds. Any other failure fails the demo
 import argparse
 import os
 import sys
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -241,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     if notes:
         print("\nExchange rates:")
         for note in notes:
-            print(f"  {note}")
+            wrapped = textwrap.wrap(note, 110, break_on_hyphens=False, break_long_words=False)
+            print("  " + "\n    ".join(wrapped))
 
     failed_runs = [outcome for outcome in outcomes if outcome.error]
     if failed_runs:
