@@ -21,6 +21,7 @@ from dags.clickhouse import (
     ClickHouseBusyError,
     ClickHouseClient,
     ClickHouseError,
+    ClickHouseNotRetryableError,
     ClickHouseResource,
     is_transient,
     quote_identifier,
@@ -38,6 +39,7 @@ __all__ = [
     "ClickHouseBusyError",
     "ClickHouseClient",
     "ClickHouseError",
+    "ClickHouseNotRetryableError",
     "ClickHouseResource",
     "JobOwners",
     "SettingError",
@@ -180,6 +182,7 @@ class Settings:
     clickhouse_url: str | None
     clickhouse_cluster: str | None
     clickhouse_lock_timeout_seconds: float
+    clickhouse_connect_retry_seconds: float
 
     @property
     def local_clickhouse_url(self) -> str:
@@ -209,6 +212,7 @@ def load_settings() -> Settings:
         clickhouse_url=env_text("CLICKHOUSE_URL"),
         clickhouse_cluster=env_text("CLICKHOUSE_CLUSTER"),
         clickhouse_lock_timeout_seconds=env_positive_seconds("CLICKHOUSE_LOCK_TIMEOUT_SECONDS", 1800.0),
+        clickhouse_connect_retry_seconds=env_positive_seconds("CLICKHOUSE_CONNECT_RETRY_SECONDS", 45.0),
     )
 
 
@@ -239,6 +243,7 @@ def clickhouse_resource_from_env(settings: Settings | None = None) -> ClickHouse
         url=EnvVar("CLICKHOUSE_URL") if uses_server else settings.local_clickhouse_url,
         cluster=None if settings.debug else settings.clickhouse_cluster,
         lock_timeout_seconds=settings.clickhouse_lock_timeout_seconds,
+        connect_retry_seconds=settings.clickhouse_connect_retry_seconds,
     )
 
 

@@ -17,6 +17,10 @@ from dags.exports.resource import ExportDestination
 
 # ClickHouse writes the day's file to S3 itself. Credentials are bound parameters: they never appear in the
 # statement text, its log_comment, system.query_log or error messages.
+# ClickHouse's own S3 retries per request and per write, and how long one request may stall (idle).
+CLICKHOUSE_S3_RETRY_ATTEMPTS = 3
+CLICKHOUSE_S3_REQUEST_TIMEOUT_MS = 30_000
+
 CLICKHOUSE_S3_INSERT = (
     "INSERT INTO FUNCTION s3({url:String}, {access_key_id:String}, {secret_access_key:String}, 'Parquet')\n"
 )
@@ -134,6 +138,12 @@ def write_with_clickhouse(
                 "output_format_parquet_row_group_size": resource.row_group_rows,
                 "s3_max_single_part_upload_size": resource.part_size_bytes,
                 "s3_min_upload_part_size": resource.part_size_bytes,
+                # Bounded: the engine's own S3 retries default to hundreds of attempts with backoff, so a store
+                # answering 500 to every PUT would hold the run for hours without a word.
+                "s3_retry_attempts": CLICKHOUSE_S3_RETRY_ATTEMPTS,
+                "s3_max_unexpected_write_error_retries": CLICKHOUSE_S3_RETRY_ATTEMPTS,
+                "s3_request_timeout_ms": CLICKHOUSE_S3_REQUEST_TIMEOUT_MS,
+                "max_execution_time": resource.clickhouse_write_timeout_seconds,
             },
         )
     return destination.describe_object(f"{folder}/{DATA_FILE}")

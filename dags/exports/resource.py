@@ -91,6 +91,11 @@ class ExportDestination(ConfigurableResource):
         ge=5 * 1024 * 1024,
         description="S3 multipart upload part size; files larger than this are uploaded in parts.",
     )
+    clickhouse_write_timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="write_method=clickhouse: the longest one day's write by ClickHouse may take (max_execution_time).",
+    )
     # Optional, so that a local folder loads neither client library; the default reads the usual environment.
     s3: ResourceDependency["S3Resource | None"] = None
     gcs: ResourceDependency["GCSResource | None"] = None
@@ -113,10 +118,15 @@ class ExportDestination(ConfigurableResource):
             raise DestinationAccessError(f"Cannot open a client for {self.url}: {error}") from None
 
 
+S3_CLIENT_MAX_ATTEMPTS = 3
+
+
 def default_s3_resource() -> "S3Resource":
     from dagster_aws.s3 import S3Resource
 
-    return S3Resource()
+    # Fewer tries than boto3's default: the step's retry policy outlasts an outage, and a wrong endpoint is
+    # reported in seconds instead of a minute of silent backoff.
+    return S3Resource(max_attempts=S3_CLIENT_MAX_ATTEMPTS)
 
 
 def default_gcs_resource() -> "GCSResource":

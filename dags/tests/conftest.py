@@ -90,6 +90,8 @@ def clickhouse(clickhouse_data_path: Path) -> Iterator[ClickHouseResource]:
         retry_base_delay_seconds=0.05,
         lock_timeout_seconds=120,
     )
+    with resource.get_client(create_database=True):
+        pass  # the test's database exists before the test, as a deployment's does
     yield resource
     with resource.get_client() as client:
         client.command(f"DROP DATABASE IF EXISTS `{database}`")

@@ -19,6 +19,7 @@ from dags.common import (
     ClickHouseBusyError,
     ClickHouseClient,
     ClickHouseError,
+    ClickHouseNotRetryableError,
     ClickHouseResource,
     load_settings,
     redact_url,
@@ -134,8 +135,15 @@ def test_every_query_carries_a_log_comment_naming_run_job_and_asset(
     assert '"asset": "comment_probe"' in comment and '"job": "__ephemeral_asset_job__"' in comment
 
 
-def test_database_in_the_url_is_created_and_used(clickhouse_data_path: Path) -> None:
+def test_database_in_the_url_is_used_but_created_only_by_the_local_setup(clickhouse_data_path: Path) -> None:
     resource = ClickHouseResource(url=f"chdb://{clickhouse_data_path}?database=analytics_url_test")
+    with pytest.raises(ClickHouseNotRetryableError, match="has no database 'analytics_url_test'.*CLICKHOUSE_URL"):
+        with resource.get_client():
+            pass
+    with ClickHouseResource(url=f"chdb://{clickhouse_data_path}").get_client() as client:
+        assert not client.command("SELECT count() FROM system.databases WHERE name = 'analytics_url_test'")
+    with resource.get_client(create_database=True) as client:  # what bin/demo and demo_events do
+        assert client.database == "analytics_url_test"
     with resource.get_client() as client:
         assert client.database == "analytics_url_test"
         client.command("DROP DATABASE analytics_url_test")
@@ -223,12 +231,14 @@ def test_unreachable_server_fails_with_a_clear_error_without_the_password() -> N
     from dags.tests.conftest import free_port
 
     url = f"clickhouse://analyst:s3cret-pass@127.0.0.1:{free_port()}/default"
-    resource = ClickHouseResource(url=url, max_attempts=2, retry_base_delay_seconds=0.05, connect_timeout_seconds=1)
+    resource = ClickHouseResource(
+        url=url, retry_base_delay_seconds=0.05, connect_timeout_seconds=1, connect_retry_seconds=1
+    )
     with pytest.raises(ClickHouseError) as raised:
         with resource.get_client():
             pass
     message = str(raised.value)
-    assert "Could not connect to ClickHouse at clickhouse://analyst:***@127.0.0.1" in message
+    assert "Could not reach ClickHouse at clickhouse://analyst:***@127.0.0.1" in message
     assert "s3cret-pass" not in message
 
 

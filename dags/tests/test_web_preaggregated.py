@@ -33,7 +33,12 @@ from dags.web_analytics.assets import (
     web_pre_aggregated_bounces,
     web_pre_aggregated_stats,
 )
-from dags.web_analytics.checks import CHECK_NO_EMPTY_DAYS, CHECK_TOTALS_MATCH_EVENTS, check_totals
+from dags.web_analytics.checks import (
+    CHECK_NO_EMPTY_DAYS,
+    CHECK_NO_EVENTS_LEFT_OUT,
+    CHECK_TOTALS_MATCH_EVENTS,
+    check_totals,
+)
 from dags.web_analytics.refresh import drop_stale_staging_tables, refresh_window
 from dags.web_analytics.schedules import (
     web_analytics_pool_limit_sensor,
@@ -308,7 +313,7 @@ def test_materialization_reports_rows_days_durations_and_passing_checks(
     assert bounces["days_emptied"] == ["2024-03-16"]  # F belongs to the 15th: nothing starts on the 16th
 
     evaluations = {(e.asset_key.path[0], e.check_name): e for e in result.get_asset_check_evaluations()}
-    checks = (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS)
+    checks = (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
     assert set(evaluations) == {(table, check) for table in (STATS_TABLE, BOUNCES_TABLE) for check in checks}
     assert all(evaluation.passed for evaluation in evaluations.values())
     assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS)].metadata["pageviews"].value == 10

@@ -14,6 +14,10 @@ class DestinationAccessError(Exception):
     """The destination refused us (credentials, permissions, missing bucket): retrying will not help."""
 
 
+class DestinationUnreachableError(Exception):
+    """The destination did not answer in the middle of a run: a later try may get through."""
+
+
 class Destination:
     """One open destination for one run. Paths are relative to the destination root, ``/``-separated."""
 
