@@ -15,7 +15,7 @@ from dags.clickhouse.backends import ConnectBackend, EmbeddedBackend
 from dags.clickhouse.client import ClickHouseClient, describe_context
 from dags.clickhouse.errors import ClickHouseError, first_line, retry_with_backoff, server_message
 from dags.clickhouse.lock import EmbeddedEngineLock
-from dags.clickhouse.native import NativeBackend
+from dags.clickhouse.native import DRIVER_SETTINGS, NativeBackend
 from dags.clickhouse.url import ClickHouseTarget, parse_clickhouse_url, quote_identifier, redact_url
 
 
@@ -89,7 +89,9 @@ class ClickHouseResource(ConfigurableResource):
         parse_clickhouse_url(self.url)  # a malformed URL fails here, before any asset code runs
 
     @contextmanager
-    def get_client(self, context: Any = None, host: str | None = None) -> Iterator[ClickHouseClient]:
+    def get_client(
+        self, context: Any = None, host: str | None = None, port: int | None = None
+    ) -> Iterator[ClickHouseClient]:
         """Open a client for one operation; ``context`` is the asset or op context that names the queries."""
         target = self.target
         if target.kind == "embedded":
@@ -112,7 +114,7 @@ class ClickHouseResource(ConfigurableResource):
             return
         try:
             backend = retry_with_backoff(
-                lambda: self._open_server(host),
+                lambda: self._open_server(host, port),
                 what=f"Connecting to ClickHouse at {self.display_url}",
                 attempts=self.max_attempts,
                 base_delay=self.retry_base_delay_seconds,
@@ -136,22 +138,27 @@ class ClickHouseResource(ConfigurableResource):
                 client.command(sql, parameters)
             return 1
         with self.get_client(context) as client:
-            hosts = [
-                row["host_name"]
-                for row in client.query_arrow(
-                    "SELECT DISTINCT host_name FROM system.clusters WHERE cluster = {cluster:String}",
-                    {"cluster": self.cluster},
-                ).to_pylist()
-            ]
+            # Each host as the cluster defines it: its address and its own port (hosts may listen on different
+            # ports). system.clusters gives native-protocol ports; an HTTP URL keeps its own port.
+            hosts = sorted(
+                {
+                    (row["host_address"], int(row["port"]) if self.target.kind == "native" else None)
+                    for row in client.query_arrow(
+                        "SELECT host_address, port FROM system.clusters WHERE cluster = {cluster:String}",
+                        {"cluster": self.cluster},
+                    ).to_pylist()
+                },
+                key=str,
+            )
         if not hosts:
             raise ClickHouseError(f"Cluster {self.cluster!r} is not in system.clusters on {self.display_url}")
         failures: list[str] = []
-        for host in hosts:
+        for host, port in hosts:
             try:
-                with self.get_client(context, host=host) as client:
+                with self.get_client(context, host=host, port=port) as client:
                     client.command(sql, parameters)
             except Exception as error:
-                failures.append(f"{host}: {server_message(error)}")
+                failures.append(f"{host}:{port or urlparse(self.url).port}: {server_message(error)}")
         if failures:
             raise ClickHouseError(f"{first_line(sql)!r} failed on {len(failures)} of {len(hosts)} hosts: {failures}")
         return len(hosts)
@@ -170,12 +177,13 @@ class ClickHouseResource(ConfigurableResource):
             client.database = target.database
         return EmbeddedBackend(client, target.data_path, target.database, dict(self.settings))
 
-    def _open_server(self, host: str | None) -> ConnectBackend | NativeBackend:
+    def _open_server(self, host: str | None, port: int | None = None) -> ConnectBackend | NativeBackend:
         parsed = urlparse(self.url)
         if host:
-            port = f":{parsed.port}" if parsed.port else ""
+            port = port or parsed.port
+            netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
             credentials = parsed.netloc.rpartition("@")[0]
-            parsed = parsed._replace(netloc=(f"{credentials}@" if credentials else "") + host + port)
+            parsed = parsed._replace(netloc=(f"{credentials}@" if credentials else "") + netloc)
         database = self.target.database
         if self.target.kind == "http":
             import clickhouse_connect
@@ -203,7 +211,7 @@ class ClickHouseResource(ConfigurableResource):
             password=unquote(parsed.password or ""),
             database=database,
             secure=parsed.scheme == "clickhouses",
-            settings=dict(self.settings),
+            settings={**DRIVER_SETTINGS, **self.settings},
         )
         kwargs = client_kwargs_from_resource_config(native.model_dump())
         client = Client(
