@@ -293,6 +293,9 @@ def native_clickhouse_cluster(tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 S3_ACCESS_KEY = "test-access-key"
 S3_SECRET_KEY = "test-secret-key-0123456789"
+# A second identity that may list and read every bucket but write none (a role missing s3:PutObject).
+S3_READ_ONLY_ACCESS_KEY = "test-read-only-key"
+S3_READ_ONLY_SECRET_KEY = "test-read-only-secret-9876543210"
 
 
 @dataclass
@@ -301,6 +304,8 @@ class S3Server:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
+    read_only_access_key: str = S3_READ_ONLY_ACCESS_KEY
+    read_only_secret_key: str = S3_READ_ONLY_SECRET_KEY
 
     def client(self, secret_key: str | None = None) -> Any:
         import boto3
@@ -344,7 +349,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-admin.port={ports['admin']}",
         "-webdav=false",
         "-admin.ui=false",
+        f"-s3.config={root / 's3.json'}",
     ]
+    identities = [
+        (S3_ACCESS_KEY, S3_SECRET_KEY, ["Admin", "Read", "List", "Tagging", "Write"]),
+        (S3_READ_ONLY_ACCESS_KEY, S3_READ_ONLY_SECRET_KEY, ["Read", "List"]),
+    ]
+    s3_config = {
+        "identities": [
+            {"name": key, "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions}
+            for key, secret, actions in identities
+        ]
+    }
+    (root / "s3.json").write_text(json.dumps(s3_config))
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
     log = open(root / "weed.log", "wb")  # noqa: SIM115 - the process owns it
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
