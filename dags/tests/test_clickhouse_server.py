@@ -201,11 +201,16 @@ def test_every_client_method_binds_parameters_on_a_modern_server(clickhouse_serv
         )
         assert filtered.column("text").to_pylist() == [tricky]
         with client.query_arrow_stream(
-            "SELECT toString(day) AS day FROM {table:Identifier} WHERE day >= {from:Date} ORDER BY day",
+            "SELECT toString(day) AS day_text FROM {table:Identifier} WHERE day >= {from:Date} ORDER BY day",
             {"table": "notes", "from": "2024-01-01"},
         ) as batches:
-            days = [row["day"] for batch in batches for row in batch.to_pylist()]
+            days = [row["day_text"] for batch in batches for row in batch.to_pylist()]
         assert days == ["2024-01-02", "2024-01-03"]
+        # The server saw the placeholder and bound the value itself: nothing was spliced into the text.
+        seen = client.query_rows(
+            "SELECT {probe:String} AS probe, query FROM system.processes WHERE query_id = queryID()", {"probe": tricky}
+        )
+        assert seen[0]["probe"] == tricky and "{probe:String}" in seen[0]["query"]
 
 
 @pytest.mark.requires_clickhouse_server
