@@ -23,7 +23,7 @@ from dags.clickhouse.errors import (
     server_message,
 )
 from dags.clickhouse.lock import EmbeddedEngineLock
-from dags.clickhouse.native import NativeBackend
+from dags.clickhouse.native import DRIVER_SETTINGS, NativeBackend
 from dags.clickhouse.url import ClickHouseTarget, parse_clickhouse_url, quote_identifier, redact_url
 
 # While a server does not answer, a line in the run log at least this often (seconds).
@@ -113,13 +113,18 @@ class ClickHouseResource(ConfigurableResource):
 
     @contextmanager
     def get_client(
-        self, context: Any = None, host: str | None = None, create_database: bool = False
+        self,
+        context: Any = None,
+        host: str | None = None,
+        port: int | None = None,
+        create_database: bool = False,
     ) -> Iterator[ClickHouseClient]:
         """Open a client for one operation; ``context`` is the asset or op context that names the queries.
 
-        ``create_database``: on the embedded engine, create the URL's database when it is missing. Only what sets
-        up the local default (bin/demo, ``demo_events``) asks for it; anything else fails on a missing database,
-        so a typo in CLICKHOUSE_URL never reads as an empty database.
+        ``host`` and ``port``: one host of the cluster instead of the URL's. ``create_database``: on the embedded
+        engine, create the URL's database when it is missing. Only what sets up the local default (bin/demo,
+        ``demo_events``) asks for it; anything else fails on a missing database, so a typo in CLICKHOUSE_URL never
+        reads as an empty database.
         """
         target = self.target
         if target.kind == "embedded":
@@ -140,7 +145,7 @@ class ClickHouseResource(ConfigurableResource):
             finally:
                 EmbeddedEngineLock.release(target.data_path)
             return
-        backend = self._connect(host)
+        backend = self._connect(host, port)
         try:
             yield ClickHouseClient(self, backend, describe_context(context))
         finally:
@@ -157,29 +162,34 @@ class ClickHouseResource(ConfigurableResource):
                 client.command(sql, parameters)
             return 1
         with self.get_client(context) as client:
-            hosts = [
-                row["host_name"]
-                for row in client.query_arrow(
-                    "SELECT DISTINCT host_name FROM system.clusters WHERE cluster = {cluster:String}",
-                    {"cluster": self.cluster},
-                ).to_pylist()
-            ]
+            # Each host as the cluster defines it: its address and its own port (hosts may listen on different
+            # ports). system.clusters gives native-protocol ports; an HTTP URL keeps its own port.
+            hosts = sorted(
+                {
+                    (row["host_address"], int(row["port"]) if self.target.kind == "native" else None)
+                    for row in client.query_arrow(
+                        "SELECT host_address, port FROM system.clusters WHERE cluster = {cluster:String}",
+                        {"cluster": self.cluster},
+                    ).to_pylist()
+                },
+                key=str,
+            )
         if not hosts:
             raise ClickHouseError(f"Cluster {self.cluster!r} is not in system.clusters on {self.display_url}")
         failures: list[str] = []
-        for host in hosts:
+        for host, port in hosts:
             try:
-                with self.get_client(context, host=host) as client:
+                with self.get_client(context, host=host, port=port) as client:
                     client.command(sql, parameters)
             except Exception as error:
-                failures.append(f"{host}: {server_message(error)}")
+                failures.append(f"{host}:{port or urlparse(self.url).port}: {server_message(error)}")
         if failures:
             raise ClickHouseError(f"{first_line(sql)!r} failed on {len(failures)} of {len(hosts)} hosts: {failures}")
         return len(hosts)
 
     # -- connections --
 
-    def _connect(self, host: str | None) -> ConnectBackend | NativeBackend:
+    def _connect(self, host: str | None, port: int | None = None) -> ConnectBackend | NativeBackend:
         """Connect to the server; one that does not answer is retried until ``connect_retry_seconds`` have passed.
 
         The first failed attempt is logged at once with the address, the variable that sets it and how to change
@@ -187,13 +197,13 @@ class ClickHouseResource(ConfigurableResource):
         database) fails at once. Either way the error is not retried by the step: the wait was the retry.
         """
         logger = get_dagster_logger()
-        address = self.display_url + (f" (host {host})" if host else "")
+        address = self.display_url + (f" (host {host}" + (f":{port}" if port else "") + ")" if host else "")
         deadline = time.monotonic() + self.connect_retry_seconds
         attempt, last_logged = 0, float("-inf")
         while True:
             attempt += 1
             try:
-                return self._open_server(host)
+                return self._open_server(host, port)
             except Exception as error:
                 message = server_message(error).replace(self.url, self.display_url)
                 if not is_transient(error):
@@ -238,12 +248,13 @@ class ClickHouseResource(ConfigurableResource):
             client.database = target.database
         return EmbeddedBackend(client, target.data_path, target.database, dict(self.settings))
 
-    def _open_server(self, host: str | None) -> ConnectBackend | NativeBackend:
+    def _open_server(self, host: str | None, port: int | None = None) -> ConnectBackend | NativeBackend:
         parsed = urlparse(self.url)
         if host:
-            port = f":{parsed.port}" if parsed.port else ""
+            port = port or parsed.port
+            netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
             credentials = parsed.netloc.rpartition("@")[0]
-            parsed = parsed._replace(netloc=(f"{credentials}@" if credentials else "") + host + port)
+            parsed = parsed._replace(netloc=(f"{credentials}@" if credentials else "") + netloc)
         database = self.target.database
         if self.target.kind == "http":
             import clickhouse_connect
@@ -271,7 +282,7 @@ class ClickHouseResource(ConfigurableResource):
             password=unquote(parsed.password or ""),
             database=database,
             secure=parsed.scheme == "clickhouses",
-            settings=dict(self.settings),
+            settings={**DRIVER_SETTINGS, **self.settings},
         )
         kwargs = client_kwargs_from_resource_config(native.model_dump())
         client = Client(

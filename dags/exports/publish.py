@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from dags.common import ClickHouseClient, ClickHouseError, is_transient
 from dags.exports.datasets import ExportDataset, day_folder
 from dags.exports.destinations.base import Destination, DestinationAccessError
-from dags.exports.destinations.s3 import S3Bucket
+from dags.exports.destinations.s3 import S3_ACCESS_ERROR_CODES, S3Bucket
 from dags.exports.manifest import DATA_FILE, MANIFEST_FILE, manifest_json
 from dags.exports.parquet import ParquetFileInfo, describe_parquet_file, write_parquet
 from dags.exports.resource import ExportDestination
@@ -121,32 +121,46 @@ def write_with_clickhouse(
     access_key, secret_key, token = destination.clickhouse_credentials()
     endpoint = resource.clickhouse_s3_endpoint_url or destination.client.meta.endpoint_url
     insert = CLICKHOUSE_S3_INSERT_WITH_TOKEN if token else CLICKHOUSE_S3_INSERT
+    parameters = {
+        "day": day,
+        "url": destination.object_url(endpoint, f"{folder}/{DATA_FILE}"),
+        "access_key_id": access_key,
+        "secret_access_key": secret_key,
+        **({"session_token": token} if token else {}),
+    }
+    settings = {
+        "s3_truncate_on_insert": 1,  # replace the day's object (one PUT or multipart upload)
+        "output_format_parquet_compression_method": "zstd",
+        "output_format_parquet_row_group_size": resource.row_group_rows,
+        "s3_max_single_part_upload_size": resource.part_size_bytes,
+        "s3_min_upload_part_size": resource.part_size_bytes,
+        # Bounded: the engine's own S3 retries default to hundreds of attempts with backoff, so a store answering
+        # 500 to every PUT would hold the run for hours without a word.
+        "s3_retry_attempts": CLICKHOUSE_S3_RETRY_ATTEMPTS,
+        "s3_max_unexpected_write_error_retries": CLICKHOUSE_S3_RETRY_ATTEMPTS,
+        "s3_request_timeout_ms": CLICKHOUSE_S3_REQUEST_TIMEOUT_MS,
+        "max_execution_time": resource.clickhouse_write_timeout_seconds,
+    }
     with open_client() as client:
         require_source(client, dataset, day)
-        client.command(
-            insert + dataset.query,
-            {
-                "day": day,
-                "url": destination.object_url(endpoint, f"{folder}/{DATA_FILE}"),
-                "access_key_id": access_key,
-                "secret_access_key": secret_key,
-                **({"session_token": token} if token else {}),
-            },
-            settings={
-                "s3_truncate_on_insert": 1,  # replace the day's object (one PUT or multipart upload)
-                "output_format_parquet_compression_method": "zstd",
-                "output_format_parquet_row_group_size": resource.row_group_rows,
-                "s3_max_single_part_upload_size": resource.part_size_bytes,
-                "s3_min_upload_part_size": resource.part_size_bytes,
-                # Bounded: the engine's own S3 retries default to hundreds of attempts with backoff, so a store
-                # answering 500 to every PUT would hold the run for hours without a word.
-                "s3_retry_attempts": CLICKHOUSE_S3_RETRY_ATTEMPTS,
-                "s3_max_unexpected_write_error_retries": CLICKHOUSE_S3_RETRY_ATTEMPTS,
-                "s3_request_timeout_ms": CLICKHOUSE_S3_REQUEST_TIMEOUT_MS,
-                "max_execution_time": resource.clickhouse_write_timeout_seconds,
-            },
-        )
+        try:
+            client.command(insert + dataset.query, parameters, settings=settings)
+        except ClickHouseError as error:
+            if not refused_by_s3(error):
+                raise
+            raise DestinationAccessError(
+                f"S3 refused ClickHouse's write to {destination.url_of(folder)}: {error} Check AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), that these credentials may write to the bucket "
+                f"{destination.bucket!r}, and EXPORT_CLICKHOUSE_S3_ENDPOINT_URL."
+            ) from None
     return destination.describe_object(f"{folder}/{DATA_FILE}")
+
+
+def refused_by_s3(error: ClickHouseError) -> bool:
+    """Whether ClickHouse's s3() write failed because S3 refused its credentials (retrying cannot help)."""
+    text = str(error)
+    refusals = ("Access Denied", *sorted(S3_ACCESS_ERROR_CODES - {"403", "404", "NoSuchBucket"}))
+    return "S3_ERROR" in text and any(refusal in text for refusal in refusals)
 
 
 def export_day(

@@ -46,7 +46,7 @@ def postgres() -> Iterator[PostgresServer]:
     if not (POSTGRES_BIN / "initdb").exists():
         missing_server("PostgreSQL 15 is missing (bin/test installs it as root: apt-get install postgresql)")
     if os.geteuid() != 0 and shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL must be started as the postgres user: run the tests as root")
+        missing_server("PostgreSQL must be started as the postgres user: run the tests as root (or install runuser)")
     # Not under pytest's tmp folder: that one is private to root, and postgres must reach its data folder.
     root = Path(tempfile.mkdtemp(prefix="dagster-pg-"))
     data, sockets = root / "data", root / "sockets"

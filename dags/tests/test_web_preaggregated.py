@@ -603,7 +603,7 @@ def test_assets_share_the_pool_and_take_the_backfill_policy_from_the_environment
         assert asset.op.pool == WEB_ANALYTICS_POOL
         assert asset.backfill_policy.max_partitions_per_run == load_web_analytics_settings().max_partitions_per_run
     job = defs.resolve_job_def(JOB_NAME)
-    assert int(job.tags["dagster/max_runtime"]) > 0 and job.tags["owner"] == "team-web-analytics"
+    assert job.tags["dagster/max_runtime"] == str(3 * 3600) and job.tags["owner"] == "team-web-analytics"
 
     probe = (
         "from dags.web_analytics.assets import web_pre_aggregated_stats as a, WEB_ANALYTICS_DAILY_PARTITIONS as p;"
