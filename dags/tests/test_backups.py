@@ -179,6 +179,24 @@ def test_restoring_over_live_tables_is_refused_without_replace_and_brings_droppe
     assert not ch.query_rows("SELECT name FROM system.databases WHERE name LIKE 'restore_staging_%'")
 
 
+def test_replacing_tables_in_a_database_without_exchange_drops_and_restores_them_after_a_trial_restore(
+    clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
+) -> None:
+    ch = tables
+    assert ch.command("SELECT engine FROM system.databases WHERE name = 'default'") != "Atomic"  # chDB: Overlay
+    events, rates = rows(ch, "events"), rows(ch, "exchange_rate")
+    assert backup(clickhouse, storage, dagster_instance).success
+    try:
+        assert restore(clickhouse, storage, dagster_instance, target_database="default").success
+        ch.command("INSERT INTO default.exchange_rate VALUES ('EUR', '2026-11-01', 1, 2)")
+        assert restore(clickhouse, storage, dagster_instance, target_database="default", replace=True).success
+        assert rows(ch, "default.events") == events
+        assert rows(ch, "default.exchange_rate") == rates
+    finally:
+        ch.command("DROP TABLE IF EXISTS default.events SYNC")
+        ch.command("DROP TABLE IF EXISTS default.exchange_rate SYNC")
+
+
 @pytest.mark.parametrize("damage", ["missing", "corrupted"])
 def test_a_missing_or_corrupted_file_fails_verification_with_a_clear_message(
     clickhouse: ClickHouseResource,

@@ -11,10 +11,12 @@ from dags.management.backups.backup import TableFingerprint, fingerprint
 from dags.management.backups.follow import BackupOperationError, follow_operation, started_id
 from dags.management.backups.pool import BACKUP_POOL
 from dags.management.backups.sql import (
+    CREATE_ATOMIC_DATABASE,
     CREATE_DATABASE,
+    DATABASE_ENGINE,
     DROP_DATABASE,
+    DROP_TABLE,
     EXCHANGE_TABLES,
-    RENAME_TABLE,
     TABLE_EXISTS,
     restore_statement,
 )
@@ -54,8 +56,9 @@ def restore_tables(
 ) -> dict[str, TableFingerprint]:
     """Restore ``tables`` of backup ``name`` into ``target_database``; returns what the restored tables hold.
 
-    Existing tables are refused unless ``replace``; then the backup is restored into a staging database and
-    each table swapped in atomically (``EXCHANGE TABLES``), so a failed restore leaves the old tables.
+    Missing tables are restored straight into the target. Existing tables are refused unless ``replace``;
+    then they are first restored into a staging database, which proves the backup reads back, and swapped
+    in with ``EXCHANGE TABLES`` (atomic, Atomic databases only) or else dropped and restored again.
     """
     existing = [t for t in tables if client.command(TABLE_EXISTS, {"database": target_database, "table": t})]
     if existing and not replace:
@@ -64,25 +67,34 @@ def restore_tables(
             "set replace: true in the run config to replace them, or restore into another target_database."
         )
     engine, parameters = storage.engine(name)
-    restore_into = target_database
+
+    def restore(into: str, which: Sequence[str]) -> None:
+        answer = client.command(restore_statement(source_database, which, into, engine, cluster), parameters)
+        follow_operation(client, started_id(answer), f"Restore of {name} into {into}", log, poll_seconds)
+
+    client.command(CREATE_DATABASE, {"database": target_database})
     if existing:
         warn(
             f"REPLACING {len(existing)} existing tables in database {target_database!r} "
             f"({', '.join(existing)}) with their contents from backup {name}: replace: true was set"
         )
-        restore_into = f"restore_staging_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
-    client.command(CREATE_DATABASE, {"database": target_database})
-    client.command(CREATE_DATABASE, {"database": restore_into})
-    try:
-        answer = client.command(restore_statement(source_database, tables, restore_into, engine, cluster), parameters)
-        follow_operation(client, started_id(answer), f"Restore of {name} into {restore_into}", log, poll_seconds)
-        for table in tables if restore_into != target_database else []:
-            swap = EXCHANGE_TABLES if table in existing else RENAME_TABLE
-            client.command(swap, {"staging": restore_into, "database": target_database, "table": table})
-            log(f"{target_database}.{table} now holds the contents of backup {name}")
-    finally:
-        if restore_into != target_database:  # it holds the replaced tables now, or a failed restore's leftovers
-            client.command(DROP_DATABASE, {"database": restore_into})
+        staging = f"restore_staging_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
+        atomic = client.command(DATABASE_ENGINE, {"database": target_database}) == "Atomic"
+        client.command(CREATE_ATOMIC_DATABASE, {"database": staging})
+        try:
+            restore(staging, existing)
+            for table in existing:
+                if atomic:
+                    client.command(EXCHANGE_TABLES, {"staging": staging, "database": target_database, "table": table})
+                else:  # no EXCHANGE outside Atomic databases (chDB's `default` is an Overlay database)
+                    client.command(DROP_TABLE, {"database": target_database, "table": table})
+                    restore(target_database, [table])
+                log(f"{target_database}.{table} now holds the contents of backup {name}")
+        finally:  # the replaced tables, or a failed restore's leftovers
+            client.command(DROP_DATABASE, {"database": staging})
+    missing = [table for table in tables if table not in existing]
+    if missing:
+        restore(target_database, missing)
     return fingerprint(client, target_database, tables)
 
 

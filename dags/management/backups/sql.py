@@ -36,10 +36,12 @@ WHERE id = {id:String}
 """
 
 CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS {database:Identifier}"
+CREATE_ATOMIC_DATABASE = "CREATE DATABASE IF NOT EXISTS {database:Identifier} ENGINE = Atomic"
+DATABASE_ENGINE = "SELECT engine FROM system.databases WHERE name = {database:String}"
+DROP_TABLE = "DROP TABLE IF EXISTS {database:Identifier}.{table:Identifier} SYNC"
 DROP_DATABASE = "DROP DATABASE IF EXISTS {database:Identifier} SYNC"
 TABLE_EXISTS = "EXISTS TABLE {database:Identifier}.{table:Identifier}"
 EXCHANGE_TABLES = "EXCHANGE TABLES {staging:Identifier}.{table:Identifier} AND {database:Identifier}.{table:Identifier}"
-RENAME_TABLE = "RENAME TABLE {staging:Identifier}.{table:Identifier} TO {database:Identifier}.{table:Identifier}"
 
 
 def _on_cluster(cluster: str | None) -> str:
