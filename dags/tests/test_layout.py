@@ -11,7 +11,7 @@ import pytest
 
 from dags.common import PROJECT_ROOT
 
-LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports")
+LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports", "data_platform")
 MAX_MODULE_LINES = 500
 
 

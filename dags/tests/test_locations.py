@@ -32,6 +32,11 @@ EXPECTED = {
         "jobs": {"events_export_job", "web_pre_aggregated_exports_job"},
         "schedules": {"events_export_daily_schedule", "web_pre_aggregated_exports_daily_schedule"},
     },
+    "data_platform": {
+        "assets": set(),
+        "jobs": {"clickhouse_backup_job", "clickhouse_restore_job"},
+        "schedules": {"clickhouse_full_backup_schedule", "clickhouse_incremental_backup_schedule"},
+    },
 }
 
 
