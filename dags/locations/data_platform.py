@@ -4,7 +4,8 @@ from dagster import Definitions
 
 from dags.common import clickhouse_resource, location_executor
 from dags.exports.resource import export_destination
-from dags.management.deletion.jobs import DELETION_JOBS, DELETION_SCHEDULES, DELETION_SENSORS
+from dags.management.deletion.jobs import DELETION_JOBS
+from dags.management.deletion.schedules import DELETION_SCHEDULES, DELETION_SENSORS
 
 defs = Definitions(
     jobs=DELETION_JOBS,

@@ -466,3 +466,37 @@ def test_a_run_killed_after_the_delete_leaves_each_day_whole_and_the_rerun_finis
     with clickhouse.get_client() as client:
         [request] = request_rows(client)
     assert request["status"] == "done" and request["run_id"] == rerun.run_id and request["rows_deleted"] > 0
+
+
+def test_the_sensor_runs_the_job_only_when_a_request_waited_too_long(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
+) -> None:
+    from dagster import RunRequest, SkipReason, build_sensor_context
+
+    from dags.management.deletion.schedules import data_deletion_overdue_sensor
+
+    def tick() -> RunRequest | SkipReason:
+        context = build_sensor_context(instance=dagster_instance, resources={"clickhouse": clickhouse})
+        return data_deletion_overdue_sensor(context)
+
+    assert isinstance(tick(), SkipReason)  # no table yet: nothing was ever requested
+    with clickhouse.get_client() as client:
+        insert_request(client, 1, "person", "3f1b2c4d-0000-4000-8000-000000000001")
+    fresh = tick()
+    assert isinstance(fresh, SkipReason) and "72 h" in str(fresh.skip_message)
+    with clickhouse.get_client() as client:
+        client.command(
+            f"INSERT INTO {TABLE} (team_id, key_type, key, created_at) "
+            "VALUES (1, 'team', '', now64(6, 'UTC') - toIntervalHour(73))"
+        )
+    overdue = tick()
+    assert isinstance(overdue, RunRequest)
+
+
+def test_a_bad_wait_setting_fails_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dags.common import SettingError
+    from dags.management.deletion.settings import load_deletion_settings
+
+    monkeypatch.setenv("DATA_DELETION_MAX_WAIT_HOURS", "soon")
+    with pytest.raises(SettingError, match="DATA_DELETION_MAX_WAIT_HOURS"):
+        load_deletion_settings()

@@ -32,6 +32,11 @@ EXPECTED = {
         "jobs": {"events_export_job", "web_pre_aggregated_exports_job"},
         "schedules": {"events_export_daily_schedule", "web_pre_aggregated_exports_daily_schedule"},
     },
+    "data_platform": {
+        "assets": set(),
+        "jobs": {"data_deletion_job", "request_data_deletion"},
+        "schedules": {"data_deletion_weekly_schedule"},
+    },
 }
 
 

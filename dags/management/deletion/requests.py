@@ -52,6 +52,14 @@ STATUS_COLUMNS: dict[str, tuple[str, str]] = {
     "completed_at": ("Nullable(DateTime64(6, 'UTC'))", "NULL"),
 }
 
+
+def value_type(column_type: str) -> str:
+    """The type a value of the column is bound as (``LowCardinality`` is a storage choice, not a type)."""
+    if column_type.startswith("LowCardinality("):
+        return column_type.removeprefix("LowCardinality(").removesuffix(")")
+    return column_type
+
+
 CREATE_REQUESTS_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {TABLE}\n(\n"
     + "".join(f"    {name} {type_},\n" for name, type_ in REQUEST_COLUMNS.items())
@@ -89,9 +97,7 @@ WRITE_STATUS = (
     f"INSERT INTO {TABLE} ({', '.join([*REQUEST_COLUMNS, *STATUS_COLUMNS, 'version'])})\n"
     f"SELECT {', '.join(REQUEST_COLUMNS)}, "
     + ", ".join(
-        "if({completed:Bool}, now64(6, 'UTC'), NULL)"
-        if name == "completed_at"
-        else f"{{{name}:{type_.removeprefix('LowCardinality(').removesuffix(')') if type_.startswith('Low') else type_}}}"
+        "if({completed:Bool}, now64(6, 'UTC'), NULL)" if name == "completed_at" else f"{{{name}:{value_type(type_)}}}"
         for name, (type_, _) in STATUS_COLUMNS.items()
     )
     + ", greatest(version + 1, toUnixTimestamp64Micro(now64(6)))\n"
