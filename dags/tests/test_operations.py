@@ -309,7 +309,7 @@ def test_every_run_transition_is_recorded_in_clickhouse(
 
 # --- Timeouts and cancellation ---------------------------------------------------------------------------
 
-LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports")
+LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports", "data_platform")
 
 
 @pytest.mark.parametrize("location", LOCATIONS)

@@ -7,18 +7,18 @@ one, which skips what was done. Each op sits in the pool of what it rewrites, so
 """
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from dagster import (
     Config,
     Failure,
     In,
     MetadataValue,
+    OpDefinition,
     OpExecutionContext,
     Out,
     Output,
@@ -88,7 +88,8 @@ def retried_when_transient(exports: bool = False) -> Iterator[None]:
         raise
 
 
-def log_to(context: OpExecutionContext) -> Any:
+def log_to(context: OpExecutionContext) -> Callable[[str], None]:
+    """Progress lines for the run's log."""
     return context.log.info
 
 
@@ -255,7 +256,9 @@ def recompute_pre_aggregates(
     )
 
 
-def rewrite_op(dataset: ExportDataset) -> Any:
+def rewrite_op(dataset: ExportDataset) -> OpDefinition:
+    """The op that rewrites one dataset's exported files, in that dataset's export pool."""
+
     @op(
         name=f"rewrite_{dataset.name}_exports",
         ins={"request_ids": In(list)},
