@@ -1,5 +1,5 @@
 """Data deletion requests, carried through events, the pre-aggregates and the exports, on the embedded
-ClickHouse with exports to a local folder and to SeaweedFS."""
+ClickHouse with exports to a local folder, SeaweedFS (S3) and fake-gcs-server."""
 
 import json
 import os
@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult
 from dagster_aws.s3 import S3Resource
+from dagster_gcp import GCSResource
 
 from dags.common import ClickHouseClient, ClickHouseResource
 from dags.events import generate_demo_events
@@ -27,7 +28,7 @@ from dags.exports.publish import export_day
 from dags.exports.resource import ExportDestination
 from dags.management.deletion.jobs import data_deletion_job, request_data_deletion
 from dags.management.deletion.requests import TABLE, insert_request
-from dags.tests.conftest import S3Server, wait_until
+from dags.tests.conftest import GCSServer, S3Server, wait_until
 from dags.web_analytics.refresh import refresh_window
 from dags.web_analytics.sql import PRE_AGGREGATES
 
@@ -75,11 +76,26 @@ def s3_exports(server: S3Server) -> Exports:
     return Exports(ExportDestination(url=f"s3://{name}/warehouse", s3=s3), list_files)
 
 
-@pytest.fixture(params=["file", "s3"])
+def gcs_exports(server: GCSServer) -> Exports:
+    name = server.create_bucket("deletion")
+    bucket = server.client().bucket(name)
+
+    def list_files() -> dict[str, bytes]:
+        return {
+            blob.name.removeprefix("warehouse/"): blob.download_as_bytes()
+            for blob in bucket.list_blobs(prefix="warehouse/")
+        }
+
+    return Exports(ExportDestination(url=f"gs://{name}/warehouse", gcs=GCSResource()), list_files)
+
+
+@pytest.fixture(params=["file", "s3", "gcs"])
 def exports(request: pytest.FixtureRequest, tmp_path: Path) -> Exports:
     if request.param == "file":
         return local_exports(tmp_path / "exports")
-    return s3_exports(request.getfixturevalue("s3_server"))
+    if request.param == "s3":
+        return s3_exports(request.getfixturevalue("s3_server"))
+    return gcs_exports(request.getfixturevalue("gcs_server"))
 
 
 def build_warehouse(clickhouse: ClickHouseResource, exports: Exports, export_days: list[date] = DAYS) -> None:
