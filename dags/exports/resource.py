@@ -1,5 +1,6 @@
 """The export destination resource: where the Parquet exports go, and how the data gets there."""
 
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlparse
@@ -147,3 +148,10 @@ def export_destination_from_env(settings: ExportSettings | None = None) -> Expor
         s3=default_s3_resource() if url.startswith("s3:") else None,
         gcs=default_gcs_resource() if url.startswith("gs:") else None,
     )
+
+
+@cache
+def export_destination() -> ExportDestination:
+    """The export destination of this process; one object, so that ``dags.definitions`` can merge the
+    locations that use it (data exports, data deletion)."""
+    return export_destination_from_env()

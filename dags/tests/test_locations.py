@@ -34,8 +34,12 @@ EXPECTED = {
     },
     "data_platform": {
         "assets": set(),
-        "jobs": {"clickhouse_backup_job", "clickhouse_restore_job"},
-        "schedules": {"clickhouse_full_backup_schedule", "clickhouse_incremental_backup_schedule"},
+        "jobs": {"clickhouse_backup_job", "clickhouse_restore_job", "data_deletion_job", "request_data_deletion"},
+        "schedules": {
+            "clickhouse_full_backup_schedule",
+            "clickhouse_incremental_backup_schedule",
+            "data_deletion_weekly_schedule",
+        },
     },
 }
 

@@ -309,7 +309,7 @@ def test_every_run_transition_is_recorded_in_clickhouse(
 
 # --- Timeouts and cancellation ---------------------------------------------------------------------------
 
-LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports")
+LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports", "data_platform")
 
 # Every job of every location and the `dagster/max_runtime` it must carry (seconds), as README states them.
 MAX_RUNTIMES = {
@@ -318,6 +318,10 @@ MAX_RUNTIMES = {
     "web_analytics_daily_job": 3 * 3600,  # 3 h
     "events_export_job": 4 * 3600,  # 4 h
     "web_pre_aggregated_exports_job": 4 * 3600,  # 4 h
+    "data_deletion_job": 6 * 3600,  # 6 h
+    "request_data_deletion": 600,  # 10 min: one insert
+    "clickhouse_backup_job": 6 * 3600,  # 6 h
+    "clickhouse_restore_job": 6 * 3600,  # 6 h
 }
 
 

@@ -43,6 +43,14 @@ class Destination:
         """Write a small file (the manifest) atomically."""
         raise NotImplementedError
 
+    def exists(self, path: str) -> bool:
+        """Whether a file is published at ``path`` (data deletion rewrites only days already exported)."""
+        raise NotImplementedError
+
+    def read_bytes(self, path: str) -> bytes:
+        """The content of the file at ``path`` (data deletion reads rewritten files back to verify them)."""
+        raise NotImplementedError
+
     def url_of(self, path: str) -> str:
         return f"{self.url.rstrip('/')}/{path}"
 

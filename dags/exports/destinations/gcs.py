@@ -81,3 +81,9 @@ class GCSBucket(Destination):
             "write to",
             lambda: blob.upload_from_string(content, content_type="application/json", retry=DEFAULT_RETRY),
         )
+
+    def exists(self, path: str) -> bool:
+        return bool(self._call("read", lambda: self.bucket.blob(self.key(path)).exists()))
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._call("read", lambda: self.bucket.blob(self.key(path)).download_as_bytes())

@@ -57,6 +57,12 @@ class LocalFolder(Destination):
     def publish(self, staging: Path, folder: str) -> None:
         self._replace(staging, self.root / folder / DATA_FILE)
 
+    def exists(self, path: str) -> bool:
+        return (self.root / path).is_file()
+
+    def read_bytes(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
     def write_small_file(self, path: str, content: bytes) -> None:
         final = self.root / path
         temporary = self._temporary_name(final, hashlib.sha256(content).hexdigest())

@@ -145,6 +145,14 @@ class S3Bucket(Destination):
             ),
         )
 
+    def exists(self, path: str) -> bool:
+        key = self.key(path)
+        listing = self._call("list", lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1))
+        return any(item["Key"] == key for item in listing.get("Contents", []))
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._call("read", lambda: self.client.get_object(Bucket=self.bucket, Key=self.key(path)))["Body"].read()
+
     # -- ClickHouse writing straight to the bucket --
 
     def clickhouse_credentials(self) -> tuple[str, str, str | None]:
