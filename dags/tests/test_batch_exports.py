@@ -353,7 +353,8 @@ def test_postgres_holds_the_source_rows_with_postgres_types_and_a_rerun_leaves_n
     counts = postgres_rows(
         postgres,
         database,
-        "SELECT (timestamp AT TIME ZONE 'UTC')::date, count(*), count(DISTINCT uuid) FROM acme_events GROUP BY 1 ORDER BY 1",
+        "SELECT (timestamp AT TIME ZONE 'UTC')::date, count(*), count(DISTINCT uuid) "
+        "FROM acme_events GROUP BY 1 ORDER BY 1",
     )
     next_day = source_rows(clickhouse, ExportWindow.of_day(DAY + timedelta(days=1)), 2, ["uuid"])
     assert counts == [(DAY, len(expected), len(expected)), (DAY + timedelta(days=1), len(next_day), len(next_day))]
