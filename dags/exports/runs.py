@@ -98,7 +98,15 @@ def run_export(
         "duration_seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0,
         ("tables_written" if isinstance(destination, PostgresTable) else "files_written"): MetadataValue.json(
-            {result.window.label: {"url": result.url, "rows": result.rows} for result in done}
+            {
+                result.window.label: {
+                    "url": result.url,
+                    "rows": result.rows,
+                    "bytes": result.bytes,
+                    "seconds": round(result.seconds, 3),
+                }
+                for result in done
+            }
         ),
     }
     if failed:

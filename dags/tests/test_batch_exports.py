@@ -194,7 +194,12 @@ def test_an_hourly_export_writes_one_folder_per_hour_with_that_hours_rows(
         assert (manifest["date"], manifest["hour"], manifest["rows"]) == (DAY.isoformat(), hour, table.num_rows)
         total += table.num_rows
     assert total > 0
-    assert result.asset_materializations_for_node("batch_exports__hourly_views")[-1].metadata["rows"].value == total
+    metadata = result.asset_materializations_for_node("batch_exports__hourly_views")[-1].metadata
+    assert metadata["rows"].value == total and metadata["hours"].value == 3
+    per_hour = metadata["files_written"].value
+    assert sorted(per_hour) == [f"{DAY}T{hour}:00" for hour in (10, 11, 12)]
+    assert sum(interval["rows"] for interval in per_hour.values()) == total
+    assert all(interval["bytes"] > 0 for interval in per_hour.values())
 
 
 def s3_credentials(monkeypatch: pytest.MonkeyPatch, server: S3Server, secret: str | None = None) -> dict[str, str]:
