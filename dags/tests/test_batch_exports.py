@@ -2,6 +2,9 @@
 on a folder, real S3 and GCS servers and a real PostgreSQL, exactly once per interval."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -482,6 +485,17 @@ def test_a_bad_file_is_rejected_with_every_problem_listed(tmp_path: Path, monkey
     ]:
         assert any(problem.startswith(f"- {expected}") for problem in problems), (expected, message)
     assert len(problems) == 9 and "hunter2" not in message
+
+    # The data exports location refuses to load with the same list; the file's problems, not a traceback.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import dags.locations.data_exports"],
+        env={**os.environ, "BATCH_EXPORTS_FILE": str(tmp_path / "batch_exports.yaml")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode != 0
+    assert "BatchExportsFileError" in loaded.stderr and all(problem in loaded.stderr for problem in problems)
 
 
 def test_the_declared_columns_are_the_columns_each_dataset_exports(clickhouse: ClickHouseResource) -> None:
