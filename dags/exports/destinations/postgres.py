@@ -191,6 +191,26 @@ class PostgresTable:
         selection: ExportSelection = EVERYTHING,
     ) -> TableExport:
         """Replace the interval's rows in the table with the rows ClickHouse streams, in one transaction."""
+        import psycopg
+
+        try:
+            return self._export_window(open_client, dataset, window, batch_rows, selection)
+        except psycopg.OperationalError:
+            raise  # a lost connection or a terminated backend: rolled back, and worth a retry
+        except psycopg.Error as error:
+            # Privileges, a table of another shape, a value Postgres rejects: retrying will not help.
+            raise DestinationAccessError(
+                f"Postgres refused to load {window.label} into {self.url}: {str(error).strip().splitlines()[0]}"
+            ) from None
+
+    def _export_window(
+        self,
+        open_client: ClientFactory,
+        dataset: ExportDataset,
+        window: ExportWindow,
+        batch_rows: int,
+        selection: ExportSelection,
+    ) -> TableExport:
         import pyarrow.csv
         from psycopg import sql
 
