@@ -22,7 +22,13 @@ from dagster_gcp import GCSResource
 
 from dags.common import ClickHouseClient, ClickHouseResource
 from dags.events import generate_demo_events
-from dags.exports.datasets import EVENTS_DATASET, WEB_BOUNCES_DATASET, WEB_STATS_DATASET, ExportDataset
+from dags.exports.datasets import (
+    EVENTS_DATASET,
+    WEB_BOUNCES_DATASET,
+    WEB_STATS_DATASET,
+    ExportDataset,
+    ExportWindow,
+)
 from dags.exports.manifest import DATA_FILE, MANIFEST_FILE
 from dags.exports.publish import export_day
 from dags.exports.resource import ExportDestination
@@ -129,7 +135,8 @@ def events_rows(client: ClickHouseClient) -> list[dict[str, Any]]:
 
 def pre_aggregate_rows(client: ClickHouseClient, day: date) -> dict[str, list[dict[str, Any]]]:
     """Each pre-aggregate's finalized rows of the day (what its export holds)."""
-    return {dataset.name: client.query_rows(dataset.query, {"day": day}) for dataset in DATASETS[1:]}
+    window = ExportWindow.of_day(day)
+    return {dataset.name: client.query_rows(dataset.query(), dataset.parameters(window)) for dataset in DATASETS[1:]}
 
 
 def active_parts(client: ClickHouseClient) -> dict[tuple[str, str], list[str]]:

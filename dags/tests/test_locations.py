@@ -28,9 +28,26 @@ EXPECTED = {
         "schedules": {"web_analytics_yesterday_schedule", "web_analytics_today_schedule"},
     },
     "data_exports": {
-        "assets": {"events_export", "web_pre_aggregated_stats_export", "web_pre_aggregated_bounces_export"},
-        "jobs": {"events_export_job", "web_pre_aggregated_exports_job"},
-        "schedules": {"events_export_daily_schedule", "web_pre_aggregated_exports_daily_schedule"},
+        "assets": {
+            "events_export",
+            "web_pre_aggregated_stats_export",
+            "web_pre_aggregated_bounces_export",
+            # the examples in the shipped batch_exports.yaml
+            "batch_exports/team_1_pageviews",
+            "batch_exports/team_2_events",
+        },
+        "jobs": {
+            "events_export_job",
+            "web_pre_aggregated_exports_job",
+            "batch_export_team_1_pageviews_job",
+            "batch_export_team_2_events_job",
+        },
+        "schedules": {
+            "events_export_daily_schedule",
+            "web_pre_aggregated_exports_daily_schedule",
+            "batch_export_team_1_pageviews_schedule",
+            "batch_export_team_2_events_schedule",
+        },
     },
     "data_platform": {
         "assets": set(),
