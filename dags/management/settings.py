@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlparse
 
+from dags.common import env_positive_int
+
 BACKUP_URL_VARIABLE = "CLICKHOUSE_BACKUP_URL"
 RETENTION_DAYS_VARIABLE = "CLICKHOUSE_BACKUP_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
@@ -75,23 +77,10 @@ class BackupSettings:
     retention_days: int
 
 
-def _positive_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number of days of at least 1, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be a whole number of days of at least 1, got {raw!r}")
-    return value
-
-
 def load_backup_settings() -> BackupSettings:
     """Read the backup settings now (not at import), so tests and CLIs can change the environment."""
     url = os.environ.get(BACKUP_URL_VARIABLE, "").strip()
     return BackupSettings(
         location=parse_backup_url(url) if url else None,
-        retention_days=_positive_int(RETENTION_DAYS_VARIABLE, DEFAULT_RETENTION_DAYS),
+        retention_days=env_positive_int(RETENTION_DAYS_VARIABLE, DEFAULT_RETENTION_DAYS),
     )

@@ -2,7 +2,6 @@
 gives the pools a deletion run holds their limits."""
 
 from dagster import (
-    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -13,7 +12,7 @@ from dagster import (
     sensor,
 )
 
-from dags.common import ClickHouseBusyError, ClickHouseResource
+from dags.common import UNFINISHED_RUN_STATUSES, ClickHouseBusyError, ClickHouseResource, ensure_pool_limits
 from dags.management.deletion import requests as store
 from dags.management.deletion.jobs import JOB_NAME, data_deletion_job
 from dags.management.deletion.ops import OWNER, POOLS, SETTINGS
@@ -31,14 +30,6 @@ data_deletion_weekly_schedule = ScheduleDefinition(
 
 SENSOR_LOCK_TIMEOUT_SECONDS = 20.0
 
-ACTIVE_STATUSES = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
-
 
 @sensor(
     job=data_deletion_job,
@@ -52,7 +43,7 @@ def data_deletion_overdue_sensor(
     context: SensorEvaluationContext, clickhouse: ClickHouseResource
 ) -> RunRequest | SkipReason:
     """ClickHouse is open only for one small query, and not at all while a deletion run is queued or running."""
-    busy = context.instance.get_runs(RunsFilter(job_name=JOB_NAME, statuses=ACTIVE_STATUSES), limit=1)
+    busy = context.instance.get_runs(RunsFilter(job_name=JOB_NAME, statuses=UNFINISHED_RUN_STATUSES), limit=1)
     if busy:
         return SkipReason(f"{JOB_NAME} run {busy[0].run_id} is queued or running.")
     # A sensor tick must not wait long for an embedded engine a run holds: the next tick looks again.
@@ -81,20 +72,8 @@ def data_deletion_overdue_sensor(
     description="Makes sure the pools a deletion run holds have their limit before any run is queued.",
 )
 def data_deletion_pool_limit_sensor(context: SensorEvaluationContext) -> SkipReason:
-    """Dagster 1.13 writes a pool's default limit only while deciding its first dequeue pass, and decides that
-    pass as if the pool were unlimited; writing the limits at daemon start closes that gap (see the web
-    analytics pool sensor). A limit set in the UI stays."""
-    storage = context.instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return SkipReason("This instance's storage has no concurrency pools.")
-    limited = {pool.name for pool in storage.get_pool_limits()}
-    missing = [pool for pool in POOLS if pool not in limited]
-    for pool in missing:
-        if context.instance.global_op_concurrency_default_limit:
-            storage.initialize_concurrency_limit_to_default(pool)
-        else:
-            storage.set_concurrency_slots(pool, 1)
-    return SkipReason(f"Set the limits of pools {missing}." if missing else f"Pools {list(POOLS)} have their limits.")
+    """Write the pools' limits to the instance if they have none yet (see ``ensure_pool_limits``)."""
+    return ensure_pool_limits(context.instance, POOLS)
 
 
 DELETION_SCHEDULES = [data_deletion_weekly_schedule]
