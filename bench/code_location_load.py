@@ -10,7 +10,7 @@ LOAD_EVERY_LOCATION = """
 import importlib
 from dags.definitions import defs
 defs.resolve_asset_graph()
-for name in ("shared", "revenue_analytics", "web_analytics", "data_exports"):
+for name in ("shared", "revenue_analytics", "web_analytics", "data_exports", "data_platform"):
     importlib.import_module(f"dags.locations.{name}").defs.resolve_asset_graph()
 """
 

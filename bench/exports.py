@@ -90,12 +90,12 @@ def _export_arrow(clickhouse: Any, day: date, run_id: str) -> tuple[int, int]:
 def _export_engine(clickhouse: Any, day: date, path: Path) -> tuple[int, int]:
     import pyarrow.parquet as pq
 
-    from dags.exports.datasets import EVENTS_EXPORT_QUERY
+    from dags.exports.datasets import EVENTS_DATASET, EVENTS_EXPORT_QUERY, ExportWindow
 
     with clickhouse.get_client() as client:
         client.command(
             "INSERT INTO FUNCTION file({path:String}, 'Parquet')\n" + EVENTS_EXPORT_QUERY,
-            {"path": str(path), "day": day},
+            {"path": str(path), **EVENTS_DATASET.parameters(ExportWindow.of_day(day))},
             settings={
                 "engine_file_truncate_on_insert": 1,
                 "output_format_parquet_compression_method": "zstd",
@@ -111,11 +111,16 @@ def _export_pandas(data_path: str, day: date, path: Path) -> tuple[int, int]:
     import chdb
     import pandas as pd
 
-    from dags.exports.datasets import EVENTS_EXPORT_QUERY
+    from dags.exports.datasets import EVENTS_DATASET, EVENTS_EXPORT_QUERY, ExportWindow
 
+    parameters = EVENTS_DATASET.parameters(ExportWindow.of_day(day))
     connection = chdb.connect(data_path)
     try:
-        result = connection.query(EVENTS_EXPORT_QUERY, "JSONEachRow", params={"day": day.isoformat()})
+        result = connection.query(
+            EVENTS_EXPORT_QUERY,
+            "JSONEachRow",
+            params={name: str(value) if not isinstance(value, list) else value for name, value in parameters.items()},
+        )
         frame = pd.read_json(io.BytesIO(result.bytes()), lines=True)
     finally:
         connection.close()

@@ -15,12 +15,24 @@ from enum import StrEnum
 from functools import cache
 from pathlib import Path
 
-from dagster import Backoff, EnvVar, ExecutorDefinition, Jitter, RetryPolicy, in_process_executor, multiprocess_executor
+from dagster import (
+    Backoff,
+    DagsterInstance,
+    DagsterRunStatus,
+    EnvVar,
+    ExecutorDefinition,
+    Jitter,
+    RetryPolicy,
+    SkipReason,
+    in_process_executor,
+    multiprocess_executor,
+)
 
 from dags.clickhouse import (
     ClickHouseBusyError,
     ClickHouseClient,
     ClickHouseError,
+    ClickHouseNotRetryableError,
     ClickHouseResource,
     is_transient,
     quote_identifier,
@@ -35,15 +47,18 @@ __all__ = [
     "CLICKHOUSE_RETRY_POLICY",
     "EXTERNAL_API_RETRY_POLICY",
     "PROJECT_ROOT",
+    "UNFINISHED_RUN_STATUSES",
     "ClickHouseBusyError",
     "ClickHouseClient",
     "ClickHouseError",
+    "ClickHouseNotRetryableError",
     "ClickHouseResource",
     "JobOwners",
     "SettingError",
     "Settings",
     "clickhouse_resource",
     "clickhouse_resource_from_env",
+    "ensure_pool_limits",
     "env_choice",
     "env_date",
     "env_flag",
@@ -180,6 +195,7 @@ class Settings:
     clickhouse_url: str | None
     clickhouse_cluster: str | None
     clickhouse_lock_timeout_seconds: float
+    clickhouse_connect_retry_seconds: float
 
     @property
     def local_clickhouse_url(self) -> str:
@@ -209,6 +225,7 @@ def load_settings() -> Settings:
         clickhouse_url=env_text("CLICKHOUSE_URL"),
         clickhouse_cluster=env_text("CLICKHOUSE_CLUSTER"),
         clickhouse_lock_timeout_seconds=env_positive_seconds("CLICKHOUSE_LOCK_TIMEOUT_SECONDS", 1800.0),
+        clickhouse_connect_retry_seconds=env_positive_seconds("CLICKHOUSE_CONNECT_RETRY_SECONDS", 45.0),
     )
 
 
@@ -239,6 +256,7 @@ def clickhouse_resource_from_env(settings: Settings | None = None) -> ClickHouse
         url=EnvVar("CLICKHOUSE_URL") if uses_server else settings.local_clickhouse_url,
         cluster=None if settings.debug else settings.clickhouse_cluster,
         lock_timeout_seconds=settings.clickhouse_lock_timeout_seconds,
+        connect_retry_seconds=settings.clickhouse_connect_retry_seconds,
     )
 
 
@@ -246,6 +264,47 @@ def clickhouse_resource_from_env(settings: Settings | None = None) -> ClickHouse
 def clickhouse_resource() -> ClickHouseResource:
     """The ClickHouse resource of this process; one object, so that ``dags.definitions`` can merge locations."""
     return clickhouse_resource_from_env()
+
+
+# --- Concurrency pools and runs in progress ------------------------------------------------------------------
+
+# A run in one of these still holds, or will take, what its job writes: schedules and sensors skip a tick then.
+UNFINISHED_RUN_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+
+
+def ensure_pool_limits(instance: DagsterInstance, pools: Sequence[str]) -> SkipReason:
+    """Write each pool's limit to the instance if it has none yet; a limit set in the UI or with
+    ``dagster instance concurrency set`` stays. What a pool-limit sensor of a location returns.
+
+    Dagster 1.13 stores a pool's default limit (dagster.yaml ``concurrency.pools.default_limit``) only while
+    deciding its first dequeue pass for that pool, and decides that pass as if the pool were unlimited: on a
+    fresh instance, the first queued runs of a pool would all start together. Writing the limit when the
+    daemon starts closes that gap.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return SkipReason("This instance's storage has no concurrency pools; runs are limited by tags only.")
+    limits = {pool.name: pool.limit for pool in storage.get_pool_limits()}
+    missing = [pool for pool in pools if pool not in limits]
+    for pool in missing:
+        if instance.global_op_concurrency_default_limit:
+            storage.initialize_concurrency_limit_to_default(pool)
+        else:
+            storage.set_concurrency_slots(pool, 1)
+    limits = {pool.name: pool.limit for pool in storage.get_pool_limits()}
+    said = [
+        f"Set the limit of pool {pool!r} to {limits.get(pool)}."
+        if pool in missing
+        else f"Pool {pool!r} is limited to {limits[pool]} run(s) at a time."
+        for pool in pools
+    ]
+    return SkipReason(" ".join(said))
 
 
 @cache

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Outside a run, EnvVar settings (a server URL) must be resolved by hand.
     clickhouse = clickhouse_resource().process_config_and_initialize()
-    with clickhouse.get_client() as client:
+    with clickhouse.get_client(create_database=True) as client:
         create_events_table(client)
 
     rate_days, notes = exchange_rate_days(days)

@@ -246,11 +246,12 @@ def demo_events(
 ) -> MaterializeResult:
     """Demo web traffic of the demo teams for one day in the raw ``events`` table, for local development.
 
-    Re-running a day replaces that day's demo events (other teams' events are never touched).
+    Re-running a day replaces that day's demo events (other teams' events are never touched). Partitions: one
+    per day (``YYYY-MM-DD``, UTC) from 2024-01-01 through today.
     """
     day = date.fromisoformat(context.partition_key)
     day_seed = config.seed * 1_000_003 + day.toordinal()
-    with clickhouse.get_client(context) as client:
+    with clickhouse.get_client(context, create_database=True) as client:
         create_events_table(client)
         client.command(DELETE_DEMO_DAY, {"team_ids": list(DEMO_TEAM_IDS), "day": day})
         written = generate_demo_events(

@@ -7,6 +7,7 @@ from dags.clickhouse.client import ClickHouseClient
 from dags.clickhouse.errors import (
     ClickHouseBusyError,
     ClickHouseError,
+    ClickHouseNotRetryableError,
     is_transient,
     retry_with_backoff,
     server_message,
@@ -18,6 +19,8 @@ __all__ = [
     "ClickHouseBusyError",
     "ClickHouseClient",
     "ClickHouseError",
+    "ClickHouseNotRetryableError",
+    "ClickHouseNotRetryableError",
     "ClickHouseResource",
     "is_transient",
     "parse_clickhouse_url",

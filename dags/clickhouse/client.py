@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -11,7 +12,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagster import Failure, get_dagster_logger
 
-from dags.clickhouse.errors import ClickHouseError, first_line, retry_with_backoff, server_message
+from dags.clickhouse.errors import (
+    ClickHouseError,
+    ClickHouseNotRetryableError,
+    first_line,
+    is_transient,
+    retry_with_backoff,
+    server_message,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,6 +30,9 @@ if TYPE_CHECKING:
     from dags.clickhouse.resource import ClickHouseResource
 
 T = TypeVar("T")
+
+# While a statement runs, a line in the run log at least this often (seconds), so a wait never looks like a hang.
+PROGRESS_SECONDS = 30.0
 
 
 def describe_context(context: Any) -> dict[str, Any]:
@@ -94,8 +105,10 @@ class ClickHouseClient:
         except (ClickHouseError, Failure):  # a Failure: the run was interrupted and the query killed
             raise
         except Exception as error:
-            message = server_message(error)
-            raise ClickHouseError(f"ClickHouse statement {first_line(sql)!r} failed: {message}") from error
+            message = f"ClickHouse statement {first_line(sql)!r} failed: {server_message(error)}"
+            if is_transient(error):  # still failing after the retries here: a step retry may outlast it
+                raise ClickHouseError(message) from error
+            raise ClickHouseNotRetryableError(message) from error
 
     def _wait_or_kill(self, sql: str, query_id: str, statement: Callable[[], T]) -> T:
         """Run ``statement`` in a worker thread; if this thread is interrupted meanwhile, kill the query.
@@ -115,9 +128,16 @@ class ClickHouseClient:
 
         worker = threading.Thread(target=work, name=f"clickhouse-{query_id[:8]}", daemon=True)
         worker.start()
+        started = next_report = time.monotonic()
         try:
             while worker.is_alive():
                 worker.join(0.1)
+                if time.monotonic() - next_report >= PROGRESS_SECONDS:
+                    next_report = time.monotonic()
+                    get_dagster_logger().info(
+                        f"ClickHouse statement {first_line(sql)!r} still running after "
+                        f"{next_report - started:.0f}s (query {query_id})"
+                    )
         except BaseException as interrupt:
             self._kill_query(sql, query_id)
             worker.join(60)

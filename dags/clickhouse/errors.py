@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from dagster import get_dagster_logger
+from dagster import Failure, get_dagster_logger
 
 T = TypeVar("T")
 
@@ -34,6 +34,21 @@ class ClickHouseError(Exception):
 
 class ClickHouseBusyError(ClickHouseError):
     """The embedded ClickHouse stayed locked by another process for longer than allowed."""
+
+
+class ClickHouseNotRetryableError(ClickHouseError, Failure):
+    """A ClickHouse problem that trying again cannot fix: a malformed URL, an unknown database, refused
+    credentials, a wrong statement, a server that stayed unreachable for the whole configured wait.
+
+    It is a Dagster ``Failure`` with retries disallowed, so the step's retry policy does not start the same
+    doomed attempt again: the run fails at once with the message, which says what to change.
+    """
+
+    def __init__(self, message: str):
+        Failure.__init__(self, description=message, allow_retries=False)
+
+    def __str__(self) -> str:
+        return self.description or ""
 
 
 def first_line(sql: str) -> str:

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
 from pydantic import Field, PrivateAttr
 
 from dags.clickhouse.backends import ConnectBackend, EmbeddedBackend
 from dags.clickhouse.client import ClickHouseClient, describe_context
-from dags.clickhouse.errors import ClickHouseError, first_line, retry_with_backoff, server_message
+from dags.clickhouse.errors import (
+    ClickHouseError,
+    ClickHouseNotRetryableError,
+    first_line,
+    is_transient,
+    retry_with_backoff,
+    server_message,
+)
 from dags.clickhouse.lock import EmbeddedEngineLock
-from dags.clickhouse.native import NativeBackend
+from dags.clickhouse.native import DRIVER_SETTINGS, NativeBackend
 from dags.clickhouse.url import ClickHouseTarget, parse_clickhouse_url, quote_identifier, redact_url
+
+# While a server does not answer, a line in the run log at least this often (seconds).
+CONNECT_PROGRESS_SECONDS = 30.0
 
 
 class ClickHouseResource(ConfigurableResource):
@@ -65,6 +76,14 @@ class ClickHouseResource(ConfigurableResource):
         description="How long to wait for the embedded engine when another process holds it, before failing.",
     )
     connect_timeout_seconds: int = Field(default=10, description="Connect timeout for server connections.")
+    connect_retry_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        description=(
+            "How long to keep trying to reach a server that does not answer (a restart is ridden out) before the "
+            "step fails for good; CLICKHOUSE_CONNECT_RETRY_SECONDS."
+        ),
+    )
     query_timeout_seconds: int = Field(
         default=3600, description="Socket send/receive timeout for one statement on a server connection."
     )
@@ -74,7 +93,11 @@ class ClickHouseResource(ConfigurableResource):
     @property
     def target(self) -> ClickHouseTarget:
         if self._target is None:
-            self._target = parse_clickhouse_url(self.url)
+            try:
+                self._target = parse_clickhouse_url(self.url)
+            except ValueError as error:
+                named = "CLICKHOUSE_URL" in str(error)
+                raise ClickHouseNotRetryableError(f"{error}" + ("" if named else " (set by CLICKHOUSE_URL)")) from None
         return self._target
 
     @property
@@ -86,18 +109,30 @@ class ClickHouseResource(ConfigurableResource):
         return redact_url(self.url)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        parse_clickhouse_url(self.url)  # a malformed URL fails here, before any asset code runs
+        _ = self.target  # a malformed URL fails here, before any asset code runs, and is not retried
 
     @contextmanager
-    def get_client(self, context: Any = None, host: str | None = None) -> Iterator[ClickHouseClient]:
-        """Open a client for one operation; ``context`` is the asset or op context that names the queries."""
+    def get_client(
+        self,
+        context: Any = None,
+        host: str | None = None,
+        port: int | None = None,
+        create_database: bool = False,
+    ) -> Iterator[ClickHouseClient]:
+        """Open a client for one operation; ``context`` is the asset or op context that names the queries.
+
+        ``host`` and ``port``: one host of the cluster instead of the URL's. ``create_database``: on the embedded
+        engine, create the URL's database when it is missing. Only what sets up the local default (bin/demo,
+        ``demo_events``) asks for it; anything else fails on a missing database, so a typo in CLICKHOUSE_URL never
+        reads as an empty database.
+        """
         target = self.target
         if target.kind == "embedded":
             assert target.data_path is not None
             EmbeddedEngineLock.acquire(target.data_path, self.lock_timeout_seconds)
             try:
                 backend = retry_with_backoff(
-                    self._open_embedded,
+                    lambda: self._open_embedded(create_database),
                     what=f"Opening the embedded ClickHouse at {target.data_path}",
                     attempts=max(self.max_attempts, 2),
                     base_delay=self.retry_base_delay_seconds,
@@ -110,16 +145,7 @@ class ClickHouseResource(ConfigurableResource):
             finally:
                 EmbeddedEngineLock.release(target.data_path)
             return
-        try:
-            backend = retry_with_backoff(
-                lambda: self._open_server(host),
-                what=f"Connecting to ClickHouse at {self.display_url}",
-                attempts=self.max_attempts,
-                base_delay=self.retry_base_delay_seconds,
-            )
-        except Exception as error:
-            message = server_message(error).replace(self.url, self.display_url)
-            raise ClickHouseError(f"Could not connect to ClickHouse at {self.display_url}: {message}") from None
+        backend = self._connect(host, port)
         try:
             yield ClickHouseClient(self, backend, describe_context(context))
         finally:
@@ -136,29 +162,71 @@ class ClickHouseResource(ConfigurableResource):
                 client.command(sql, parameters)
             return 1
         with self.get_client(context) as client:
-            hosts = [
-                row["host_name"]
-                for row in client.query_arrow(
-                    "SELECT DISTINCT host_name FROM system.clusters WHERE cluster = {cluster:String}",
-                    {"cluster": self.cluster},
-                ).to_pylist()
-            ]
+            # Each host as the cluster defines it: its address and its own port (hosts may listen on different
+            # ports). system.clusters gives native-protocol ports; an HTTP URL keeps its own port.
+            hosts = sorted(
+                {
+                    (row["host_address"], int(row["port"]) if self.target.kind == "native" else None)
+                    for row in client.query_arrow(
+                        "SELECT host_address, port FROM system.clusters WHERE cluster = {cluster:String}",
+                        {"cluster": self.cluster},
+                    ).to_pylist()
+                },
+                key=str,
+            )
         if not hosts:
             raise ClickHouseError(f"Cluster {self.cluster!r} is not in system.clusters on {self.display_url}")
         failures: list[str] = []
-        for host in hosts:
+        for host, port in hosts:
             try:
-                with self.get_client(context, host=host) as client:
+                with self.get_client(context, host=host, port=port) as client:
                     client.command(sql, parameters)
             except Exception as error:
-                failures.append(f"{host}: {server_message(error)}")
+                failures.append(f"{host}:{port or urlparse(self.url).port}: {server_message(error)}")
         if failures:
             raise ClickHouseError(f"{first_line(sql)!r} failed on {len(failures)} of {len(hosts)} hosts: {failures}")
         return len(hosts)
 
     # -- connections --
 
-    def _open_embedded(self) -> EmbeddedBackend:
+    def _connect(self, host: str | None, port: int | None = None) -> ConnectBackend | NativeBackend:
+        """Connect to the server; one that does not answer is retried until ``connect_retry_seconds`` have passed.
+
+        The first failed attempt is logged at once with the address, the variable that sets it and how to change
+        the wait, then a line at least every 30 s. What retrying cannot fix (refused credentials, an unknown
+        database) fails at once. Either way the error is not retried by the step: the wait was the retry.
+        """
+        logger = get_dagster_logger()
+        address = self.display_url + (f" (host {host}" + (f":{port}" if port else "") + ")" if host else "")
+        deadline = time.monotonic() + self.connect_retry_seconds
+        attempt, last_logged = 0, float("-inf")
+        while True:
+            attempt += 1
+            try:
+                return self._open_server(host, port)
+            except Exception as error:
+                message = server_message(error).replace(self.url, self.display_url)
+                if not is_transient(error):
+                    raise ClickHouseNotRetryableError(
+                        f"ClickHouse at {address} refused the connection: {message}. "
+                        "Check CLICKHOUSE_URL (user, password, database)."
+                    ) from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClickHouseNotRetryableError(
+                        f"Could not reach ClickHouse at {address} for {self.connect_retry_seconds:.0f}s "
+                        f"({attempt} attempts): {message}. Check CLICKHOUSE_URL and that the server is up; "
+                        "CLICKHOUSE_CONNECT_RETRY_SECONDS sets how long to keep trying."
+                    ) from None
+                if time.monotonic() - last_logged >= CONNECT_PROGRESS_SECONDS:
+                    logger.warning(
+                        f"Cannot reach ClickHouse at {address} (CLICKHOUSE_URL): {message}. Retrying for up to "
+                        f"{remaining:.0f}s more (CLICKHOUSE_CONNECT_RETRY_SECONDS={self.connect_retry_seconds:g})."
+                    )
+                    last_logged = time.monotonic()
+                time.sleep(min(self.retry_base_delay_seconds * 2 ** min(attempt - 1, 4), remaining, 10.0))
+
+    def _open_embedded(self, create_database: bool) -> EmbeddedBackend:
         import clickhouse_connect
 
         target = self.target
@@ -166,16 +234,27 @@ class ClickHouseResource(ConfigurableResource):
         Path(target.data_path).mkdir(parents=True, exist_ok=True)
         client = clickhouse_connect.get_client(dsn=f"chdb://{target.data_path}", settings=dict(self.settings))
         if target.database:
-            client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}")
+            if create_database:
+                client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}")
+            elif not client.command(
+                "SELECT count() FROM system.databases WHERE name = {name:String}", {"name": target.database}
+            ):
+                client.close()
+                raise ClickHouseNotRetryableError(
+                    f"The embedded ClickHouse at {target.data_path} has no database {target.database!r}: check the "
+                    "?database= of CLICKHOUSE_URL. Nothing is created or read from a database that is not there "
+                    "(bin/demo sets up a new one)."
+                )
             client.database = target.database
         return EmbeddedBackend(client, target.data_path, target.database, dict(self.settings))
 
-    def _open_server(self, host: str | None) -> ConnectBackend | NativeBackend:
+    def _open_server(self, host: str | None, port: int | None = None) -> ConnectBackend | NativeBackend:
         parsed = urlparse(self.url)
         if host:
-            port = f":{parsed.port}" if parsed.port else ""
+            port = port or parsed.port
+            netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
             credentials = parsed.netloc.rpartition("@")[0]
-            parsed = parsed._replace(netloc=(f"{credentials}@" if credentials else "") + host + port)
+            parsed = parsed._replace(netloc=(f"{credentials}@" if credentials else "") + netloc)
         database = self.target.database
         if self.target.kind == "http":
             import clickhouse_connect
@@ -203,7 +282,7 @@ class ClickHouseResource(ConfigurableResource):
             password=unquote(parsed.password or ""),
             database=database,
             secure=parsed.scheme == "clickhouses",
-            settings=dict(self.settings),
+            settings={**DRIVER_SETTINGS, **self.settings},
         )
         kwargs = client_kwargs_from_resource_config(native.model_dump())
         client = Client(

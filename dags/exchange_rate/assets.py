@@ -223,7 +223,8 @@ def daily_exchange_rates(
     """Each day's exchange rates, in units of each currency per 1 USD, from the configured source.
 
     Days the source does not publish (weekends, TARGET holidays for the ECB) carry forward the last rates
-    published, and the metadata lists them.
+    published, and the metadata lists them. Partitions: one per day (``YYYY-MM-DD``, UTC) from
+    EXCHANGE_RATE_START_DATE (default 1999-01-04, the ECB's first day) through yesterday.
     """
     return fetch_partitions(context, exchange_rate_source, context.partition_keys)
 
@@ -238,7 +239,10 @@ def daily_exchange_rates(
 def daily_exchange_rates_in_clickhouse(
     context: AssetExecutionContext, daily_exchange_rates: dict[str, DayRates], clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    """The day's rates in ``exchange_rate``, so ``dictGet('exchange_rate_dict', 'rate', currency, day)`` converts."""
+    """The day's rates in ``exchange_rate``, so ``dictGet('exchange_rate_dict', 'rate', currency, day)`` converts.
+
+    Partitions: one per day (``YYYY-MM-DD``, UTC) from EXCHANGE_RATE_START_DATE (default 1999-01-04) through yesterday.
+    """
     return store_partitions(context, clickhouse, daily_exchange_rates)
 
 
@@ -252,7 +256,11 @@ def daily_exchange_rates_in_clickhouse(
 def hourly_exchange_rates(
     context: AssetExecutionContext, exchange_rate_source: ExchangeRateSource
 ) -> Output[dict[str, DayRates]]:
-    """The latest rates of the partition's day (per 1 USD), refreshed every hour at :45 during the day."""
+    """The latest rates of the partition's day (per 1 USD), refreshed every hour at :45 during the day.
+
+    Partitions: one per hour (``YYYY-MM-DD-HH:45``, UTC) from 2025-01-01 (or EXCHANGE_RATE_START_DATE if later)
+    through the current hour.
+    """
     return fetch_partitions(context, exchange_rate_source, context.partition_keys)
 
 
@@ -266,7 +274,11 @@ def hourly_exchange_rates(
 def hourly_exchange_rates_in_clickhouse(
     context: AssetExecutionContext, hourly_exchange_rates: dict[str, DayRates], clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    """Today's rates so far in ``exchange_rate``, replacing the previous hour's (newer version wins)."""
+    """Today's rates so far in ``exchange_rate``, replacing the previous hour's (newer version wins).
+
+    Partitions: one per hour (``YYYY-MM-DD-HH:45``, UTC) from 2025-01-01 (or EXCHANGE_RATE_START_DATE if later)
+    through the current hour.
+    """
     return store_partitions(context, clickhouse, hourly_exchange_rates)
 
 

@@ -23,7 +23,13 @@ UUID columns are exported as their canonical 36-character strings: every Parquet
 pandas, Spark, DuckDB, BigQuery, Snowflake) reads those as is, with no byte-order or extension-type
 question, and both ways of writing give the same schema.
 
-Modules: ``datasets`` (what is read), ``parquet`` and ``manifest`` (what is written), ``destinations/``
-(one module per kind of destination), ``resource`` (the configured destination), ``publish`` (one day,
-exactly once), ``runs`` (one run's days), ``assets`` (assets, jobs, schedules).
+Batch exports are a team's own exports, declared in ``BATCH_EXPORTS_FILE``: one team's rows, selected events
+and columns, every hour or day, to a folder, a bucket or a Postgres table (one transaction per interval:
+delete the interval's rows, then ``COPY``). They run on the same machinery.
+
+Modules: ``datasets`` (what is read: columns declared once, intervals, filters), ``parquet`` and ``manifest``
+(what is written), ``destinations/`` (one module per kind of destination: local, s3, gcs, postgres),
+``resource`` (the configured destination), ``publish`` (one interval, exactly once), ``runs`` (one run's
+intervals), ``assets`` (the deployment's exports: assets, jobs, schedules), ``declarations`` (the batch
+exports file, validated) and ``batch_assets`` (an asset, job and schedule per batch export).
 """

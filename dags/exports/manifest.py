@@ -11,12 +11,21 @@ MANIFEST_VERSION = 1
 
 
 def manifest_json(
-    *, dataset: str, day: date, info: ParquetFileInfo, run_id: str, write_method: str, exported_at: datetime
+    *,
+    dataset: str,
+    day: date,
+    info: ParquetFileInfo,
+    run_id: str,
+    write_method: str,
+    exported_at: datetime,
+    hour: int | None = None,
 ) -> bytes:
+    """The manifest of one interval's file; ``hour`` only for an hourly interval (``hour=HH`` folders)."""
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "dataset": dataset,
         "date": day.isoformat(),
+        **({"hour": hour} if hour is not None else {}),
         "file": DATA_FILE,
         "format": "parquet",
         "compression": "zstd",

@@ -1,23 +1,29 @@
-"""One export run: every day of its partition window, each on its own, with what happened as metadata."""
+"""One export run: every interval (day or hour) of its partition window, each on its own, with what happened
+as metadata."""
 
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue
 
 from dags.common import ClickHouseResource, server_message
-from dags.exports.datasets import ExportDataset
+from dags.exports.datasets import EVERYTHING, ExportDataset, ExportSelection, ExportWindow
 from dags.exports.destinations.base import DestinationAccessError
+from dags.exports.destinations.postgres import PostgresTable, TableExport
 from dags.exports.publish import DayExport, export_day, worth_retrying
 from dags.exports.resource import ExportDestination
 
 
-def partition_days(context: AssetExecutionContext) -> list[date]:
-    """The days of this run: one partition, or every day of a backfill range."""
+def partition_windows(context: AssetExecutionContext, hourly: bool = False) -> list[ExportWindow]:
+    """The intervals of this run: one partition, or every day (hour) of a backfill range."""
     window = context.partition_time_window
-    first, end = window.start.date(), window.end.date()
-    return [first + timedelta(days=offset) for offset in range((end - first).days)]
+    if hourly:
+        first = ExportWindow.of_hour(window.start)
+        hours = int((window.end - window.start) / timedelta(hours=1))
+        return [ExportWindow.of_hour(first.start + timedelta(hours=offset)) for offset in range(hours)]
+    first_day, end_day = window.start.date(), window.end.date()
+    return [ExportWindow.of_day(first_day + timedelta(days=offset)) for offset in range((end_day - first_day).days)]
 
 
 def run_export(
@@ -25,63 +31,87 @@ def run_export(
     clickhouse: ClickHouseResource,
     export_destination: ExportDestination,
     dataset: ExportDataset,
+    selection: ExportSelection = EVERYTHING,
+    hourly: bool = False,
+    name: str | None = None,
 ) -> MaterializeResult:
-    """Export every day of the run; a failing day does not stop the others, and the run then fails naming it."""
+    """Export every interval of the run (days, or hours when ``hourly``), only the rows and columns of
+    ``selection``; a failing interval does not stop the others, and the run then fails naming it. ``name``
+    (a batch export's) prefixes every message instead of the dataset's name."""
     started = time.monotonic()
+    label = name or dataset.name
     try:
         destination = export_destination.open()
         destination.check_access()
     except (ValueError, DestinationAccessError) as error:
-        raise Failure(description=str(error), allow_retries=False) from None
-    days = partition_days(context)
+        message = f"{label}: {error}{export_destination.credentials_hint()}" if name else str(error)
+        raise Failure(description=message, allow_retries=False) from None
+    windows = partition_windows(context, hourly)
+    unit = "hour" if hourly else "day"
     context.log.info(
-        f"Exporting {dataset.name} for {len(days)} day(s) to {destination.url} ({export_destination.write_method})"
+        f"Exporting {dataset.name} for {len(windows)} {unit}(s) to {destination.url} "
+        f"({'COPY' if isinstance(destination, PostgresTable) else export_destination.write_method})"
     )
-    done: list[DayExport] = []
+    done: list[DayExport | TableExport] = []
     failed: dict[str, str] = {}
     retry_may_help = False
-    for day in days:
+    for window in windows:
         try:
-            result = export_day(
-                lambda: clickhouse.get_client(context),
-                export_destination,
-                destination,
-                dataset,
-                day,
-                context.run.run_id,
-            )
+            result: DayExport | TableExport
+            if isinstance(destination, PostgresTable):
+                result = destination.export_window(
+                    lambda: clickhouse.get_client(context), dataset, window, export_destination.batch_rows, selection
+                )
+            else:
+                result = export_day(
+                    lambda: clickhouse.get_client(context),
+                    export_destination,
+                    destination,
+                    dataset,
+                    window,
+                    context.run.run_id,
+                    selection,
+                )
         except Exception as error:
             retry_may_help = retry_may_help or worth_retrying(error)
-            failed[day.isoformat()] = server_message(error)
-            context.log.error(f"{dataset.name} {day}: export failed: {server_message(error)}")
+            failed[window.label] = server_message(error)
+            context.log.error(f"{label} {window.label}: export failed: {server_message(error)}")
             continue
         for leftover in result.cleaned_up:
-            context.log.warning(f"{dataset.name} {day}: removed what an earlier run left: {leftover}")
+            context.log.warning(f"{label} {window.label}: removed what an earlier run left: {leftover}")
         context.log.info(
-            f"{dataset.name} {day}: {result.info.rows:,} rows, {result.info.bytes:,} bytes "
-            f"-> {result.url} in {result.seconds:.1f}s"
+            f"{label} {window.label}: {result.rows:,} rows, {result.bytes:,} bytes -> {result.url} "
+            f"in {result.seconds:.1f}s"
         )
         done.append(result)
 
-    rows = sum(result.info.rows for result in done)
+    rows = sum(result.rows for result in done)
     seconds = time.monotonic() - started
     metadata: dict[str, Any] = {
         "destination": destination.url,
-        "write_method": export_destination.write_method,
-        "days": len(days),
-        "files": len(done),
+        "write_method": "copy" if isinstance(destination, PostgresTable) else export_destination.write_method,
+        f"{unit}s": len(windows),
+        "files": sum(isinstance(result, DayExport) for result in done),
         "rows": rows,
         "dagster/row_count": rows,
-        "bytes": sum(result.info.bytes for result in done),
+        "bytes": sum(result.bytes for result in done),
         "duration_seconds": round(seconds, 3),
         "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0,
-        "files_written": MetadataValue.json(
-            {result.day.isoformat(): {"url": result.url, "rows": result.info.rows} for result in done}
+        ("tables_written" if isinstance(destination, PostgresTable) else "files_written"): MetadataValue.json(
+            {
+                result.window.label: {
+                    "url": result.url,
+                    "rows": result.rows,
+                    "bytes": result.bytes,
+                    "seconds": round(result.seconds, 3),
+                }
+                for result in done
+            }
         ),
     }
     if failed:
         raise Failure(
-            description=f"{dataset.name}: {len(failed)} of {len(days)} day(s) failed to export: "
+            description=f"{label}: {len(failed)} of {len(windows)} {unit}(s) failed to export: "
             + "; ".join(f"{day}: {message}" for day, message in failed.items()),
             metadata={**metadata, "failed_days": MetadataValue.json(failed)},
             allow_retries=retry_may_help,

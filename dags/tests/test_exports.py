@@ -295,8 +295,13 @@ def test_clickhouse_writes_straight_to_s3_the_same_data_and_schema_as_streaming(
     assert set(direct.list_files()) == set(direct_files)
 
 
+def event_log_text(instance: DagsterInstance, run_id: str) -> str:
+    """Everything the run's event log holds (what the UI and its API show), as one text."""
+    return "\n".join(repr(entry) for entry in instance.all_logs(run_id))
+
+
 @pytest.mark.parametrize("write_method", ["stream", "clickhouse"])
-def test_wrong_s3_credentials_fail_clearly_and_leave_the_previous_file(
+def test_refused_s3_credentials_fail_clearly_and_leave_the_previous_file(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, s3_server: S3Server, write_method: str
 ) -> None:
     load_events(clickhouse, DAY, 2_000)
@@ -305,16 +310,36 @@ def test_wrong_s3_credentials_fail_clearly_and_leave_the_previous_file(
     before = good.list_files()
     load_events(clickhouse, DAY, 500, seed=2)  # new data the failed run must not half-write
 
-    wrong_secret = "wrong-secret-do-not-print"
-    bad = ExportDestination(
-        url=good.url, write_method=write_method, s3=s3_resource(s3_server, wrong_secret), gcs=GCSResource()
+    if write_method == "stream":  # a wrong secret: S3 refuses the first request, boto3's access check
+        access_key, secret = s3_server.access_key, "wrong-secret-do-not-print"
+    else:  # keys that may list the bucket but not write to it: the check passes, ClickHouse's own s3() write is refused
+        access_key, secret = s3_server.read_only_access_key, s3_server.read_only_secret_key
+    credentials = S3Resource(
+        endpoint_url=s3_server.endpoint_url,
+        region_name=s3_server.region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret,
+        max_attempts=2,
     )
+    bad = ExportDestination(url=good.url, write_method=write_method, s3=credentials, gcs=GCSResource())
     result = export(clickhouse, bad, dagster_instance, DAY)
 
     assert not result.success
+    assert not any(event.event_type_value == "STEP_UP_FOR_RETRY" for event in result.all_events), "not retried"
     message = failure_message(result)
     assert "S3 refused" in message and "AWS_SECRET_ACCESS_KEY" in message
-    assert wrong_secret not in message and s3_server.secret_key not in message
+    if write_method == "clickhouse":
+        assert "S3 refused ClickHouse's write" in message and "Access Denied" in message, message
+    assert secret not in message and s3_server.secret_key not in message
+    assert secret not in event_log_text(dagster_instance, result.run_id)
+    if not clickhouse.is_embedded:  # a server keeps every statement in system.query_log (chDB keeps none)
+        with clickhouse.get_client() as client:
+            client.command("SYSTEM FLUSH LOGS")
+            logged = client.query_rows(
+                "SELECT query FROM system.query_log WHERE query LIKE '%INSERT INTO FUNCTION s3(%' "
+                "AND event_time > now() - INTERVAL 1 HOUR"
+            )
+        assert logged and not any(secret in row["query"] for row in logged)
     assert good.list_files() == before
     bucket_name = good.url.split("/")[2]
     assert s3_server.client().list_multipart_uploads(Bucket=bucket_name).get("Uploads", []) == []

@@ -6,12 +6,7 @@ storage section. The Kubernetes run launcher cannot run here, so runs use the de
 launcher's configuration is checked against dagster-k8s' own schema.
 """
 
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,89 +17,9 @@ from dagster._core.instance.config import dagster_instance_config
 
 from dags.common import PROJECT_ROOT, ClickHouseResource
 from dags.events import demo_events
-from dags.tests.conftest import free_port, missing_server, stop_process, wait_until
+from dags.tests.conftest import PostgresServer
 
 DEPLOY_DIR = PROJECT_ROOT / "deploy"
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-@dataclass
-class PostgresServer:
-    port: int
-    user: str = "postgres"
-    database: str = "dagster"
-
-    def connect(self):  # noqa: ANN201 - a psycopg2 connection
-        import psycopg2
-
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname=self.database)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """Debian's PostgreSQL 15 in a temporary data folder on a free loopback port, stopped afterwards."""
-    if not (POSTGRES_BIN / "initdb").exists():
-        missing_server("PostgreSQL 15 is missing (bin/test installs it as root: apt-get install postgresql)")
-    if os.geteuid() != 0 and shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL must be started as the postgres user: run the tests as root")
-    # Not under pytest's tmp folder: that one is private to root, and postgres must reach its data folder.
-    root = Path(tempfile.mkdtemp(prefix="dagster-pg-"))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    shutil.chown(root, "postgres")
-    shutil.chown(sockets, "postgres")
-
-    def as_postgres(*command: str) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
-
-    subprocess.run(
-        as_postgres(str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
-        check=True,
-        capture_output=True,
-    )
-    server = PostgresServer(port=free_port())
-    log = open(root / "postgres.log", "wb")  # noqa: SIM115 - the process owns it
-    process = subprocess.Popen(
-        as_postgres(
-            str(POSTGRES_BIN / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(server.port),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            f"unix_socket_directories={sockets}",
-            "-c",
-            "fsync=off",
-        ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-
-        def accepts_connections() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"postgres exited: {(root / 'postgres.log').read_text()[-2000:]}")
-            import psycopg2
-
-            psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres").close()
-            return True
-
-        wait_until(accepts_connections, 60, "PostgreSQL to accept connections", interval=0.2)
-        import psycopg2
-
-        connection = psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE {server.database}")
-        connection.close()
-        yield server
-    finally:
-        stop_process(process, timeout=30)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def deploy_config() -> dict:

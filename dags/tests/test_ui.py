@@ -82,6 +82,8 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, clickhouse_data_path: 
         "DAGSTER_HOME": str(home),
         "CLICKHOUSE_URL": clickhouse_url,
         "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{port}",
+        # No batch exports: their schedules run by default, and a tick would start runs on the test's ClickHouse.
+        "BATCH_EXPORTS_FILE": str(home / "no_batch_exports.yaml"),
     }
     env.pop("SLACK_BOT_TOKEN", None)
     demo = subprocess.run(

@@ -33,7 +33,12 @@ from dags.web_analytics.assets import (
     web_pre_aggregated_bounces,
     web_pre_aggregated_stats,
 )
-from dags.web_analytics.checks import CHECK_NO_EMPTY_DAYS, CHECK_TOTALS_MATCH_EVENTS, check_totals
+from dags.web_analytics.checks import (
+    CHECK_NO_EMPTY_DAYS,
+    CHECK_NO_EVENTS_LEFT_OUT,
+    CHECK_TOTALS_MATCH_EVENTS,
+    check_totals,
+)
 from dags.web_analytics.refresh import drop_stale_staging_tables, refresh_window
 from dags.web_analytics.schedules import (
     web_analytics_pool_limit_sensor,
@@ -308,7 +313,7 @@ def test_materialization_reports_rows_days_durations_and_passing_checks(
     assert bounces["days_emptied"] == ["2024-03-16"]  # F belongs to the 15th: nothing starts on the 16th
 
     evaluations = {(e.asset_key.path[0], e.check_name): e for e in result.get_asset_check_evaluations()}
-    checks = (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS)
+    checks = (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
     assert set(evaluations) == {(table, check) for table in (STATS_TABLE, BOUNCES_TABLE) for check in checks}
     assert all(evaluation.passed for evaluation in evaluations.values())
     assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS)].metadata["pageviews"].value == 10
@@ -624,7 +629,7 @@ def test_assets_share_the_pool_and_take_the_backfill_policy_from_the_environment
         assert asset.op.pool == WEB_ANALYTICS_POOL
         assert asset.backfill_policy.max_partitions_per_run == load_web_analytics_settings().max_partitions_per_run
     job = defs.resolve_job_def(JOB_NAME)
-    assert int(job.tags["dagster/max_runtime"]) > 0 and job.tags["owner"] == "team-web-analytics"
+    assert job.tags["dagster/max_runtime"] == str(3 * 3600) and job.tags["owner"] == "team-web-analytics"
 
     probe = (
         "from dags.web_analytics.assets import web_pre_aggregated_stats as a, WEB_ANALYTICS_DAILY_PARTITIONS as p;"

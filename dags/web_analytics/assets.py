@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseResource, JobOwners
-from dags.web_analytics.checks import check_specs, check_totals
+from dags.web_analytics.checks import check_events_left_out, check_specs, check_totals
 from dags.web_analytics.config import WebPreaggregatedConfig, config_error, validate_config
 from dags.web_analytics.refresh import MAX_RUNTIME_SECONDS, days_of, drop_stale_staging_tables, refresh_window
 from dags.web_analytics.schema import BOUNCES_TABLE, STATS_TABLE
@@ -86,6 +86,7 @@ def materialize_window(
         totals, no_empty_days = check_totals(
             client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids
         )
+        left_out = check_events_left_out(client, first_day=first_day, end_day=end_day, team_ids=team_ids)
         check_seconds = time.monotonic() - started
         table_rows = client.command(
             TABLE_ROWS_IN_WINDOW, {"table": pre_aggregate.table, "first_day": first_day, "end_day": end_day}
@@ -108,8 +109,9 @@ def materialize_window(
             "replace_seconds": refreshed["replace_seconds"],
             "check_seconds": round(check_seconds, 3),
             "stale_staging_tables_dropped": stale,
+            "pageviews_left_out_negative_team_id": int(left_out.metadata["negative_team_id"].value),
         },
-        check_results=[totals, no_empty_days],
+        check_results=[totals, no_empty_days, left_out],
     )
 
 
@@ -130,7 +132,8 @@ def web_pre_aggregated_stats(
 ) -> MaterializeResult:
     """Pageviews, unique sessions and unique persons per team, hour, pathname and visitor dimensions.
 
-    The dashboards' traffic and paths panels read this instead of raw events.
+    The dashboards' traffic and paths panels read this instead of raw events. Partitions: one per day
+    (``YYYY-MM-DD``, UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
     """
     return materialize_window(context, config, clickhouse, STATS)
 
@@ -142,7 +145,8 @@ def web_pre_aggregated_bounces(
     """Sessions per team, hour of their first event, entry and end pathname and visitor dimensions.
 
     With bounces (one pageview, no autocapture, under 10 seconds), total duration and session count,
-    for the dashboards' bounce rate and session duration panels.
+    for the dashboards' bounce rate and session duration panels. Partitions: one per day (``YYYY-MM-DD``,
+    UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
     """
     return materialize_window(context, config, clickhouse, BOUNCES)
 

@@ -8,10 +8,11 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Partit
 
 from dags.common import ClickHouseClient
 from dags.web_analytics.refresh import window_parameters
-from dags.web_analytics.sql import TABLE_TOTALS, PreAggregate
+from dags.web_analytics.sql import EVENTS_NOT_FULLY_COUNTED, TABLE_TOTALS, PreAggregate
 
 CHECK_TOTALS_MATCH_EVENTS = "totals_match_events"
 CHECK_NO_EMPTY_DAYS = "no_empty_days_with_events"
+CHECK_NO_EVENTS_LEFT_OUT = "no_events_left_out"
 
 
 def check_specs(asset_name: str, partitions_def: PartitionsDefinition) -> list[AssetCheckSpec]:
@@ -29,6 +30,13 @@ def check_specs(asset_name: str, partitions_def: PartitionsDefinition) -> list[A
             asset=asset_name,
             partitions_def=partitions_def,
             description="Every day of the run with pageviews in events has rows in the pre-aggregate.",
+        ),
+        AssetCheckSpec(
+            CHECK_NO_EVENTS_LEFT_OUT,
+            asset=asset_name,
+            partitions_def=partitions_def,
+            description="No pageview was left out (a negative team id) or counted without its properties "
+            "(properties that are not a valid JSON object).",
         ),
     ]
 
@@ -85,3 +93,21 @@ def check_totals(
         metadata={"days_with_events": days_with_events, "empty_days": empty_days},
     )
     return totals, no_empty_days
+
+
+def check_events_left_out(
+    client: ClickHouseClient, *, first_day: date, end_day: date, team_ids: Sequence[int] | None = None
+) -> AssetCheckResult:
+    """Warn about the window's pageviews that the pre-aggregates leave out or read without properties."""
+    counts = client.query_rows(EVENTS_NOT_FULLY_COUNTED, window_parameters(first_day, end_day, team_ids))[0]
+    found = {reason: int(count) for reason, count in counts.items() if count}
+    return AssetCheckResult(
+        check_name=CHECK_NO_EVENTS_LEFT_OUT,
+        passed=not found,
+        severity=AssetCheckSeverity.WARN,
+        description=None
+        if not found
+        else "pageviews left out (negative team id) or counted without properties (not a JSON object): "
+        + ", ".join(f"{count:,} {reason.replace('_', ' ')}" for reason, count in found.items()),
+        metadata={reason: int(count) for reason, count in counts.items()},
+    )

@@ -4,7 +4,6 @@ sensor that gives their concurrency pool its limit."""
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
-    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -16,7 +15,7 @@ from dagster import (
     sensor,
 )
 
-from dags.common import JobOwners, load_settings
+from dags.common import UNFINISHED_RUN_STATUSES, JobOwners, ensure_pool_limits, load_settings
 from dags.web_analytics.assets import (
     JOB_NAME,
     SETTINGS,
@@ -27,18 +26,10 @@ from dags.web_analytics.assets import (
 
 # --- Schedules -----------------------------------------------------------------------------------------------
 
-ACTIVE_STATUSES = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
-
 
 def active_web_analytics_runs(context: ScheduleEvaluationContext) -> list[str]:
     """Queued or running runs of the job, or of any backfill that rewrites these tables."""
-    runs = context.instance.get_runs(RunsFilter(statuses=ACTIVE_STATUSES))
+    runs = context.instance.get_runs(RunsFilter(statuses=UNFINISHED_RUN_STATUSES))
     return [
         run.run_id
         for run in runs
@@ -109,22 +100,5 @@ WEB_ANALYTICS_SCHEDULES = [web_analytics_yesterday_schedule, web_analytics_today
     description=f"Makes sure the {WEB_ANALYTICS_POOL} pool has its limit before any of its runs is queued.",
 )
 def web_analytics_pool_limit_sensor(context: SensorEvaluationContext) -> SkipReason:
-    """Write the pool's limit to the instance if it has none yet.
-
-    Dagster 1.13 stores a pool's default limit (dagster.yaml ``concurrency.pools.default_limit``) only while
-    deciding its first dequeue pass for that pool, and decides that pass as if the pool were unlimited: on a
-    fresh instance, the first queued web analytics runs would all start together. Writing the limit at
-    daemon start closes that gap. A limit set in the UI or with ``dagster instance concurrency set`` stays.
-    """
-    storage = context.instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return SkipReason("This instance's storage has no concurrency pools; runs are limited by tags only.")
-    limits = {pool.name: pool.limit for pool in storage.get_pool_limits()}
-    if WEB_ANALYTICS_POOL in limits:
-        return SkipReason(f"Pool {WEB_ANALYTICS_POOL!r} is limited to {limits[WEB_ANALYTICS_POOL]} run(s) at a time.")
-    if context.instance.global_op_concurrency_default_limit:
-        storage.initialize_concurrency_limit_to_default(WEB_ANALYTICS_POOL)
-    else:
-        storage.set_concurrency_slots(WEB_ANALYTICS_POOL, 1)
-    limit = {pool.name: pool.limit for pool in storage.get_pool_limits()}.get(WEB_ANALYTICS_POOL)
-    return SkipReason(f"Set the limit of pool {WEB_ANALYTICS_POOL!r} to {limit}.")
+    """Write the pool's limit to the instance if it has none yet (see ``ensure_pool_limits``)."""
+    return ensure_pool_limits(context.instance, [WEB_ANALYTICS_POOL])

@@ -26,8 +26,13 @@ PROPERTIES_TUPLE = (
 
 
 def parse_properties(properties: str) -> str:
-    """The expression that parses the JSON ``properties`` into a tuple of the properties read here."""
-    return f"JSONExtract({properties}, '{PROPERTIES_TUPLE}')"
+    """The expression that parses the JSON ``properties`` into a tuple of the properties read here.
+
+    Only a JSON object has properties: an array or a scalar would otherwise be read by position (an array's
+    first element as the pathname), so anything that is not an object reads as empty properties, as does
+    invalid JSON. Such events still count; the ``no_events_left_out`` check reports how many there were.
+    """
+    return f"JSONExtract(if(startsWith(trimLeft({properties}), '{{'), {properties}, '{{}}'), '{PROPERTIES_TUPLE}')"
 
 
 def property_of(parsed: str, key: str) -> str:
@@ -43,8 +48,10 @@ def dimension_expressions(parsed: str) -> str:
     return ",\n    ".join(expressions)
 
 
-# The teams a run computes: every team when the bound list is empty.
-TEAM_CONDITION = "(empty({team_ids:Array(Int64)}) OR team_id IN {team_ids:Array(Int64)})"
+# The teams a run computes: every team when the bound list is empty. Team ids are UInt64 in the pre-aggregates:
+# an event with a negative team id has no team a dashboard could ask for, so it is left out (not wrapped into
+# 18446744073709551615 and below) and reported by the `no_events_left_out` check.
+TEAM_CONDITION = "team_id >= 0 AND (empty({team_ids:Array(Int64)}) OR team_id IN {team_ids:Array(Int64)})"
 
 # One row per pathname, hour and dimension values of the window's pageviews.
 INSERT_STATS = f"""
@@ -147,14 +154,20 @@ WHERE toDate(period_bucket) >= {{first_day:Date}}
 GROUP BY team_id, day
 """
 
+# The filter runs in a subquery: in ClickHouse an alias in SELECT (`toUInt64(team_id) AS team_id`) would
+# replace the column in WHERE too, and `team_id >= 0` would hold for every wrapped negative id.
 STATS_TOTALS_FROM_EVENTS = f"""
 SELECT toUInt64(team_id) AS team_id, toDate(timestamp) AS day, count() AS pageviews,
        uniqIf(`$session_id`, `$session_id` != '') AS sessions
-FROM events
-WHERE event = '$pageview'
-  AND toDate(timestamp) >= {{first_day:Date}}
-  AND toDate(timestamp) < {{end_day:Date}}
-  AND {TEAM_CONDITION}
+FROM
+(
+    SELECT team_id, timestamp, `$session_id`
+    FROM events
+    WHERE event = '$pageview'
+      AND toDate(timestamp) >= {{first_day:Date}}
+      AND toDate(timestamp) < {{end_day:Date}}
+      AND {TEAM_CONDITION}
+)
 GROUP BY team_id, day
 """
 
@@ -163,6 +176,21 @@ SELECT toUInt64(team_id) AS team_id, toDate(session_start) AS day, sum(pageviews
        uniq(session_id) AS sessions
 FROM ({SESSIONS})
 GROUP BY team_id, day
+"""
+
+# The window's pageviews the pre-aggregates leave out (a negative team id) or read without properties (the
+# properties are not a JSON object, or not valid JSON), for the `no_events_left_out` check.
+EVENTS_NOT_FULLY_COUNTED = """
+SELECT
+    countIf(team_id < 0) AS negative_team_id,
+    countIf(team_id >= 0 AND NOT startsWith(trimLeft(properties), '{')) AS properties_not_an_object,
+    countIf(team_id >= 0 AND startsWith(trimLeft(properties), '{') AND NOT isValidJSON(properties))
+        AS properties_not_valid_json
+FROM events
+WHERE event = '$pageview'
+  AND toDate(timestamp) >= {first_day:Date}
+  AND toDate(timestamp) < {end_day:Date}
+  AND (empty({team_ids:Array(Int64)}) OR team_id IN {team_ids:Array(Int64)})
 """
 
 TABLE_ROWS_IN_WINDOW = """

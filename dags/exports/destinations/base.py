@@ -14,6 +14,10 @@ class DestinationAccessError(Exception):
     """The destination refused us (credentials, permissions, missing bucket): retrying will not help."""
 
 
+class DestinationUnreachableError(Exception):
+    """The destination did not answer in the middle of a run: a later try may get through."""
+
+
 class Destination:
     """One open destination for one run. Paths are relative to the destination root, ``/``-separated."""
 
@@ -37,6 +41,14 @@ class Destination:
 
     def write_small_file(self, path: str, content: bytes) -> None:
         """Write a small file (the manifest) atomically."""
+        raise NotImplementedError
+
+    def exists(self, path: str) -> bool:
+        """Whether a file is published at ``path`` (data deletion rewrites only days already exported)."""
+        raise NotImplementedError
+
+    def read_bytes(self, path: str) -> bytes:
+        """The content of the file at ``path`` (data deletion reads rewritten files back to verify them)."""
         raise NotImplementedError
 
     def url_of(self, path: str) -> str:

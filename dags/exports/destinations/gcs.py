@@ -44,7 +44,8 @@ class GCSBucket(Destination):
         except (exceptions.Unauthorized, exceptions.Forbidden, exceptions.NotFound) as error:
             raise DestinationAccessError(
                 f"GCS refused to {what} {self.url} ({error.code}: {error.message}). Check the credentials "
-                f"(GOOGLE_APPLICATION_CREDENTIALS), that the bucket exists and that they may list and write objects."
+                "(GOOGLE_APPLICATION_CREDENTIALS), that the bucket (EXPORT_DESTINATION_URL) exists and that they may "
+                "list and write objects."
             ) from None
 
     def check_access(self) -> None:
@@ -80,3 +81,9 @@ class GCSBucket(Destination):
             "write to",
             lambda: blob.upload_from_string(content, content_type="application/json", retry=DEFAULT_RETRY),
         )
+
+    def exists(self, path: str) -> bool:
+        return bool(self._call("read", lambda: self.bucket.blob(self.key(path)).exists()))
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._call("read", lambda: self.bucket.blob(self.key(path)).download_as_bytes())

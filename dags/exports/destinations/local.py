@@ -19,9 +19,13 @@ class LocalFolder(Destination):
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise DestinationAccessError(f"Cannot create the export folder {self.root}: {error}") from error
+            raise DestinationAccessError(
+                f"Cannot create the export folder {self.root} (EXPORT_DESTINATION_URL): {error}"
+            ) from error
         if not os.access(self.root, os.W_OK):
-            raise DestinationAccessError(f"The export folder {self.root} is not writable by this process.")
+            raise DestinationAccessError(
+                f"The export folder {self.root} (EXPORT_DESTINATION_URL) is not writable by this process."
+            )
 
     def clean_up(self, folder: str) -> list[str]:
         directory = self.root / folder
@@ -52,6 +56,12 @@ class LocalFolder(Destination):
 
     def publish(self, staging: Path, folder: str) -> None:
         self._replace(staging, self.root / folder / DATA_FILE)
+
+    def exists(self, path: str) -> bool:
+        return (self.root / path).is_file()
+
+    def read_bytes(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
 
     def write_small_file(self, path: str, content: bytes) -> None:
         final = self.root / path

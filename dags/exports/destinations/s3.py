@@ -10,6 +10,7 @@ from dags.exports.destinations.base import (
     PARQUET_CONTENT_TYPE,
     Destination,
     DestinationAccessError,
+    DestinationUnreachableError,
     clean_staging_folder,
     local_staging_root,
 )
@@ -56,10 +57,21 @@ class S3Bucket(Destination):
         return f"{self.prefix}/{path}" if self.prefix else path
 
     def _call(self, what: str, operation: Callable[[], Any]) -> Any:
-        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+        from botocore.exceptions import (
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
 
         try:
             return operation()
+        except (EndpointConnectionError, ConnectTimeoutError) as error:
+            raise DestinationUnreachableError(
+                f"Cannot reach S3 to {what} {self.url} at {self.client.meta.endpoint_url} ({error}). Check "
+                "AWS_ENDPOINT_URL (the S3 endpoint; unset for AWS itself), AWS_REGION and EXPORT_DESTINATION_URL."
+            ) from None
         except (NoCredentialsError, PartialCredentialsError) as error:
             raise DestinationAccessError(
                 f"No usable AWS credentials to {what} {self.url}: set AWS_ACCESS_KEY_ID and "
@@ -72,15 +84,19 @@ class S3Bucket(Destination):
                 raise DestinationAccessError(
                     f"S3 refused to {what} {self.url} ({code}: {message}). Check AWS_ACCESS_KEY_ID, "
                     "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), AWS_ENDPOINT_URL and AWS_REGION, that the bucket "
-                    f"{self.bucket!r} exists, and that these credentials may list, write and abort uploads in it."
+                    f"{self.bucket!r} (EXPORT_DESTINATION_URL) exists, and that these credentials may list, write and "
+                    "abort uploads in it."
                 ) from None
             raise
 
     def check_access(self) -> None:
-        self._call(
-            "list",
-            lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(""), MaxKeys=1),
-        )
+        try:
+            self._call(
+                "list",
+                lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.key(""), MaxKeys=1),
+            )
+        except DestinationUnreachableError as error:  # before any data moves: a setting to fix, not an outage
+            raise DestinationAccessError(str(error)) from None
 
     def clean_up(self, folder: str) -> list[str]:
         prefix = self.key(folder) + "/"
@@ -128,6 +144,14 @@ class S3Bucket(Destination):
                 Bucket=self.bucket, Key=self.key(path), Body=content, ContentType="application/json"
             ),
         )
+
+    def exists(self, path: str) -> bool:
+        key = self.key(path)
+        listing = self._call("list", lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1))
+        return any(item["Key"] == key for item in listing.get("Contents", []))
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._call("read", lambda: self.client.get_object(Bucket=self.bucket, Key=self.key(path)))["Body"].read()
 
     # -- ClickHouse writing straight to the bucket --
 

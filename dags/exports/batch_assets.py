@@ -1,0 +1,129 @@
+"""Batch exports as Dagster definitions: each entry of ``BATCH_EXPORTS_FILE`` becomes one partitioned asset
+(``batch_exports/<name>``, hourly or daily from its ``start``), one job and one schedule, built on the same
+export machinery as ``events_export``. Adding an export is adding an entry; no Python.
+"""
+
+from dataclasses import dataclass, field
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    DefaultScheduleStatus,
+    HourlyPartitionsDefinition,
+    MaterializeResult,
+    TimeWindowPartitionsDefinition,
+    asset,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+)
+from dagster._core.definitions.partitions.partitioned_schedule import UnresolvedPartitionedAssetScheduleDefinition
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from dags.common import EXTERNAL_API_RETRY_POLICY, ClickHouseResource, JobOwners
+from dags.exports.datasets import DATASETS
+from dags.exports.declarations import BatchExport, load_batch_exports
+from dags.exports.destinations.postgres import parse_postgres_url
+from dags.exports.resource import ExportDestination, parse_destination_url
+from dags.exports.runs import run_export
+from dags.exports.settings import ExportSettings, load_export_settings
+
+# An hour's export must finish well before the next hour's starts; a day's has the daily exports' budget.
+MAX_RUNTIME_SECONDS = {"hour": 3600, "day": 4 * 3600}
+# Schedules run a few minutes after each interval closes, when late events of it have arrived.
+SCHEDULE_MINUTE = {"hour": 10, "day": 15}
+
+
+@dataclass
+class BatchExportDefinitions:
+    """What the batch exports file declares, as definitions for the data exports location."""
+
+    assets: list[AssetsDefinition] = field(default_factory=list)
+    jobs: list[UnresolvedAssetJobDefinition] = field(default_factory=list)
+    schedules: list[UnresolvedPartitionedAssetScheduleDefinition] = field(default_factory=list)
+
+
+def batch_export_key(name: str) -> AssetKey:
+    return AssetKey(["batch_exports", name])
+
+
+def batch_export_partitions(export: BatchExport) -> TimeWindowPartitionsDefinition:
+    if export.hourly:
+        return HourlyPartitionsDefinition(start_date=f"{export.start.isoformat()}-00:00", timezone="UTC")
+    return DailyPartitionsDefinition(start_date=export.start.isoformat(), timezone="UTC")
+
+
+def build_batch_export_asset(export: BatchExport, max_days_per_run: int) -> AssetsDefinition:
+    """One export's asset: each partition is one interval of the team's selected rows in its destination."""
+    dataset = DATASETS[export.dataset]
+    destination = ExportDestination(url=export.destination, credentials_env=export.credentials_env)
+    scheme = parse_destination_url(export.destination)[0]
+    shown_destination = parse_postgres_url(export.destination).display if scheme == "postgresql" else export.destination
+    per_run = max_days_per_run * 24 if export.hourly else max_days_per_run  # the same span of time per run
+
+    @asset(
+        key=batch_export_key(export.name),
+        partitions_def=batch_export_partitions(export),
+        backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=per_run),
+        deps=[AssetKey(dataset.source_table)] if dataset.filled_per_day else [],
+        kinds={"clickhouse", "postgres" if scheme == "postgresql" else "parquet"},
+        tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+        retry_policy=EXTERNAL_API_RETRY_POLICY,
+        # Its own pool: two runs of one export never write the same interval at once.
+        pool=f"batch_export_{export.name}",
+        group_name="batch_exports",
+        description=(
+            f"Team {export.team_id}'s {export.dataset}, every {export.interval}, to {shown_destination}: "
+            "a batch export declared in the batch exports file. Partitions: one per "
+            f"{export.interval} (UTC) from its start, {export.start} (the entry's start in BATCH_EXPORTS_FILE), "
+            f"through the last complete {export.interval}."
+        ),
+        metadata={
+            "destination": shown_destination,
+            "interval": export.interval,
+            "dataset": export.dataset,
+            "team_id": export.team_id,
+            "events": list(export.events) or "all",
+            "exclude_events": list(export.exclude_events) or "none",
+            "columns": list(export.columns) or "all",
+            "credentials_env": dict(export.credentials_env),  # variable names only
+        },
+    )
+    def batch_export(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+        return run_export(
+            context, clickhouse, destination, dataset, export.selection, hourly=export.hourly, name=export.name
+        )
+
+    return batch_export
+
+
+def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDefinitions:
+    """The assets, jobs and schedules of every export in ``BATCH_EXPORTS_FILE`` (validated whole)."""
+    settings = settings or load_export_settings()
+    definitions = BatchExportDefinitions()
+    for export in load_batch_exports(settings.batch_exports_file, settings.dagster_home):
+        export_asset = build_batch_export_asset(export, settings.max_partitions_per_run)
+        job = define_asset_job(
+            name=f"batch_export_{export.name}_job",
+            selection=[export_asset],
+            tags={
+                **JobOwners.TEAM_DATA_EXPORTS.tags(),
+                "dagster/max_runtime": str(MAX_RUNTIME_SECONDS[export.interval]),
+            },
+        )
+        schedule = build_schedule_from_partitioned_job(
+            job,
+            name=f"batch_export_{export.name}_schedule",
+            minute_of_hour=SCHEDULE_MINUTE[export.interval],
+            hour_of_day=None if export.hourly else 0,
+            # Declaring an export is asking for it: it runs until someone stops it in the UI.
+            default_status=DefaultScheduleStatus.RUNNING,
+            description=f"The batch export {export.name!r} declared in {settings.batch_exports_file.name}: each "
+            f"{'hour' if export.hourly else 'day'} just ended, to its destination. On as soon as it is declared.",
+        )
+        definitions.assets.append(export_asset)
+        definitions.jobs.append(job)
+        definitions.schedules.append(schedule)
+    return definitions

@@ -1,0 +1,164 @@
+"""The batch exports users declare in ``BATCH_EXPORTS_FILE`` (a contract): one entry per export, validated
+whole when the location loads, with every problem listed (entry, field, what is allowed).
+
+```yaml
+exports:
+  - name: acme_pageviews            # [a-z][a-z0-9_]*, unique; asset key batch_exports/<name>
+    team_id: 2
+    dataset: events                 # events | web_pre_aggregated_stats | web_pre_aggregated_bounces
+    destination: s3://acme-bucket/posthog
+    credentials_env: {AWS_ACCESS_KEY_ID: ACME_AWS_KEY_ID, AWS_SECRET_ACCESS_KEY: ACME_AWS_SECRET}
+    interval: hour                  # hour | day
+    start: 2024-01-01
+    events: [$pageview]             # optional (events only)
+    exclude_events: [$autocapture]  # optional (events only)
+    columns: [uuid, event, timestamp, distinct_id, properties]   # optional subset, in this order
+```
+
+``${DAGSTER_HOME}`` in a destination stands for the Dagster instance folder, so that examples can write
+under it (``file://${DAGSTER_HOME}/batch_exports/...``); nothing else is expanded.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dags.exports.datasets import DATASETS, ExportSelection
+from dags.exports.resource import CREDENTIAL_NAMES, parse_destination_url
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+DAGSTER_HOME_PLACEHOLDER = "${DAGSTER_HOME}"
+
+
+class BatchExportsFileError(ValueError):
+    """The batch exports file cannot be used; the message lists every problem in it."""
+
+
+class BatchExport(BaseModel):
+    """One export a user owns: one team's rows of one dataset, to one destination, every hour or day."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=100)
+    team_id: int = Field(ge=1)
+    dataset: Literal["events", "web_pre_aggregated_stats", "web_pre_aggregated_bounces"]
+    destination: str
+    credentials_env: dict[str, str] = Field(default_factory=dict)
+    interval: Literal["hour", "day"]
+    start: date
+    events: tuple[str, ...] = ()
+    exclude_events: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+
+    @property
+    def selection(self) -> ExportSelection:
+        return ExportSelection(
+            team_ids=(self.team_id,), events=self.events, exclude_events=self.exclude_events, columns=self.columns
+        )
+
+    @property
+    def hourly(self) -> bool:
+        return self.interval == "hour"
+
+
+def entry_problems(entry: BatchExport, dagster_home: Path) -> list[tuple[str, str]]:
+    """``(field, problem)`` for what the field types alone do not catch."""
+    problems: list[tuple[str, str]] = []
+    dataset = DATASETS[entry.dataset]
+    try:
+        scheme, _, _ = parse_destination_url(expand_destination(entry.destination, dagster_home))
+    except ValueError as error:
+        problems.append(("destination", str(error)))
+        scheme = ""
+    for name, variable in entry.credentials_env.items():
+        if name not in CREDENTIAL_NAMES:
+            problems.append(
+                ("credentials_env", f"{name!r} is not a credential; allowed: {', '.join(CREDENTIAL_NAMES)}")
+            )
+        if not variable.replace("_", "").isalnum() or variable[0].isdigit():
+            problems.append(
+                ("credentials_env", f"{variable!r} (for {name}) must be the name of a variable, not a value")
+            )
+    for field_name in ("events", "exclude_events"):
+        if getattr(entry, field_name) and not dataset.has_events:
+            problems.append((field_name, f"only the events dataset has events; {entry.dataset} has none"))
+    unknown = [column for column in entry.columns if column not in dataset.columns]
+    if unknown:
+        problems.append(
+            ("columns", f"{entry.dataset} has no column(s) {', '.join(unknown)}; it has {', '.join(dataset.columns)}")
+        )
+    if len(set(entry.columns)) != len(entry.columns):
+        problems.append(("columns", "a column is listed twice"))
+    if scheme == "postgresql" and entry.columns and dataset.time_column not in entry.columns:
+        problems.append(
+            ("columns", f"a Postgres export must include {dataset.time_column}: a rerun replaces an interval by it")
+        )
+    return problems
+
+
+def expand_destination(destination: str, dagster_home: Path) -> str:
+    """The destination with ``${DAGSTER_HOME}`` replaced by the instance folder (the only placeholder)."""
+    home = dagster_home.as_posix().lstrip("/")
+    return destination.replace(f"file://{DAGSTER_HOME_PLACEHOLDER}", f"file:///{home}")
+
+
+def load_batch_exports(path: Path, dagster_home: Path) -> list[BatchExport]:
+    """The exports declared in ``path``, with destinations expanded; every problem raises together.
+
+    A missing file declares no exports (a deployment without batch exports).
+    """
+    if not path.exists():
+        return []
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise BatchExportsFileError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict) or set(document) - {"exports"}:
+        raise BatchExportsFileError(f"{path}: the file must hold one key, exports: a list of exports")
+    entries = document.get("exports") or []
+    if not isinstance(entries, list):
+        raise BatchExportsFileError(f"{path}: exports must be a list of exports")
+
+    problems: list[str] = []
+    exports: list[BatchExport] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(entries):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        where = f"exports[{index}]" + (f" ({name})" if name else "")
+        if isinstance(name, str) and name in seen:
+            problems.append(f"{where}.name: {name!r} is already the name of exports[{seen[name]}]")
+        if isinstance(name, str):
+            seen.setdefault(name, index)
+        try:
+            entry = BatchExport.model_validate(raw)
+        except ValidationError as error:
+            problems.extend(f"{where}.{_field(issue)}: {_message(issue)}" for issue in error.errors())
+            continue
+        problems.extend(f"{where}.{field}: {problem}" for field, problem in entry_problems(entry, dagster_home))
+        exports.append(entry.model_copy(update={"destination": expand_destination(entry.destination, dagster_home)}))
+    if problems:
+        raise BatchExportsFileError(
+            f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"- {problem}" for problem in problems)
+        )
+    return exports
+
+
+def _field(issue: dict[str, Any]) -> str:
+    return ".".join(str(part) for part in issue["loc"]) or "(entry)"
+
+
+def _message(issue: dict[str, Any]) -> str:
+    if issue["type"] == "extra_forbidden":
+        return f"unknown field; allowed: {', '.join(BatchExport.model_fields)}"
+    if issue["type"] == "missing":
+        return "required"
+    if issue["type"] == "string_pattern_mismatch":
+        return f"{issue['input']!r} must be lowercase letters, digits and _, starting with a letter"
+    if issue["type"] == "literal_error":
+        return f"{issue['input']!r} is not allowed; {issue['msg'][0].lower()}{issue['msg'][1:]}"
+    return f"{issue['msg']} (got {issue['input']!r})"

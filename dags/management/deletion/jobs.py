@@ -1,0 +1,82 @@
+"""The data deletion jobs: ``request_data_deletion`` records a request from the launchpad, and
+``data_deletion_job`` carries out every open request through ``events``, the pre-aggregates and the exports.
+"""
+
+from dagster import (
+    Config,
+    OpExecutionContext,
+    Output,
+    job,
+    op,
+)
+from pydantic import Field
+
+from dags.common import ClickHouseResource
+from dags.management.deletion import requests as store
+from dags.management.deletion.ops import (
+    OP_TAGS,
+    OWNER,
+    delete_requested_events,
+    plan_deletions,
+    recompute_pre_aggregates,
+    rewrite_events_exports,
+    rewrite_web_pre_aggregated_bounces_exports,
+    rewrite_web_pre_aggregated_stats_exports,
+    verify_and_complete,
+)
+
+JOB_NAME = "data_deletion_job"
+MAX_RUNTIME_SECONDS = 6 * 3600  # dagster/max_runtime of a deletion run
+
+
+@job(
+    name=JOB_NAME,
+    tags={**OWNER.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
+    description="Carry out every open data deletion request: delete the rows from events, recompute the web "
+    "analytics pre-aggregates of the days they were in, rewrite those days' exported files, verify, and record "
+    "it in data_deletion_requests. dry_run: true reports what would happen and changes nothing.",
+)
+def data_deletion_job() -> None:
+    _report, request_ids = plan_deletions()
+    recomputed = recompute_pre_aggregates(delete_requested_events(request_ids))
+    verify_and_complete(
+        recomputed,
+        rewrite_events_exports(recomputed),
+        rewrite_web_pre_aggregated_stats_exports(recomputed),
+        rewrite_web_pre_aggregated_bounces_exports(recomputed),
+    )
+
+
+# --- Requesting a deletion from the launchpad ---------------------------------------------------------------
+
+
+class DeletionRequestConfig(Config):
+    team_id: int = Field(description="The team whose data is deleted.")
+    key_type: str = Field(description="person: one person's events (by person_id); team: every event of the team.")
+    key: str = Field(default="", description="The person's UUID for key_type person; empty for a team.")
+
+
+@op(tags=OP_TAGS, description="Record a data deletion request; data_deletion_job carries it out.")
+def insert_deletion_request(
+    context: OpExecutionContext, config: DeletionRequestConfig, clickhouse: ClickHouseResource
+) -> Output:
+    with clickhouse.get_client(context) as client:
+        request_id = store.insert_request(client, config.team_id, config.key_type.strip(), config.key.strip())
+    context.log.info(f"Recorded deletion request {request_id}: team {config.team_id}, {config.key_type} {config.key}")
+    return Output(
+        request_id,
+        metadata={"request_id": request_id, "team_id": config.team_id, "key_type": config.key_type, "key": config.key},
+    )
+
+
+@job(
+    name="request_data_deletion",
+    tags={**OWNER.tags(), "dagster/max_runtime": "600"},
+    description="Record one data deletion request (team, key type, key) in data_deletion_requests; it is "
+    "checked and carried out by the next data_deletion_job run.",
+)
+def request_data_deletion() -> None:
+    insert_deletion_request()
+
+
+DELETION_JOBS = [data_deletion_job, request_data_deletion]

@@ -1,0 +1,80 @@
+"""When ``data_deletion_job`` runs: weekly, and as soon as a request has waited too long; and the sensor that
+gives the pools a deletion run holds their limits."""
+
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from dags.common import UNFINISHED_RUN_STATUSES, ClickHouseBusyError, ClickHouseResource, ensure_pool_limits
+from dags.management.deletion import requests as store
+from dags.management.deletion.jobs import JOB_NAME, data_deletion_job
+from dags.management.deletion.ops import OWNER, POOLS, SETTINGS
+
+# --- When it runs ----------------------------------------------------------------------------------------------
+
+data_deletion_weekly_schedule = ScheduleDefinition(
+    name="data_deletion_weekly_schedule",
+    job=data_deletion_job,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every Sunday at 03:00 UTC, carry out every open data deletion request.",
+)
+
+SENSOR_LOCK_TIMEOUT_SECONDS = 20.0
+
+
+@sensor(
+    job=data_deletion_job,
+    minimum_interval_seconds=900,
+    default_status=DefaultSensorStatus.RUNNING,
+    tags=OWNER.tags(),
+    description=f"Runs {JOB_NAME} when a request has waited longer than DATA_DELETION_MAX_WAIT_HOURS "
+    f"({SETTINGS.max_wait_hours} h).",
+)
+def data_deletion_overdue_sensor(
+    context: SensorEvaluationContext, clickhouse: ClickHouseResource
+) -> RunRequest | SkipReason:
+    """ClickHouse is open only for one small query, and not at all while a deletion run is queued or running."""
+    busy = context.instance.get_runs(RunsFilter(job_name=JOB_NAME, statuses=UNFINISHED_RUN_STATUSES), limit=1)
+    if busy:
+        return SkipReason(f"{JOB_NAME} run {busy[0].run_id} is queued or running.")
+    # A sensor tick must not wait long for an embedded engine a run holds: the next tick looks again.
+    quick = clickhouse.model_copy(update={"lock_timeout_seconds": SENSOR_LOCK_TIMEOUT_SECONDS})
+    try:
+        with quick.get_client() as client:
+            if not client.command("EXISTS TABLE {table:Identifier}", {"table": store.TABLE}):
+                return SkipReason(f"There is no {store.TABLE} table yet: no request was ever made.")
+            overdue = client.query_rows(
+                store.OVERDUE_REQUESTS, {"stages": list(store.OPEN_STAGES), "hours": SETTINGS.max_wait_hours}
+            )[0]
+    except ClickHouseBusyError:
+        return SkipReason("The embedded ClickHouse is busy with a run; looking again at the next tick.")
+    if not overdue["requests"]:
+        return SkipReason(f"No request has waited longer than {SETTINGS.max_wait_hours} h.")
+    return RunRequest(
+        run_key=f"overdue-{overdue['oldest'].isoformat()}-{overdue['requests']}",
+        tags={"data_deletion/trigger": "overdue_sensor"},
+    )
+
+
+@sensor(
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    tags=OWNER.tags(),
+    description="Makes sure the pools a deletion run holds have their limit before any run is queued.",
+)
+def data_deletion_pool_limit_sensor(context: SensorEvaluationContext) -> SkipReason:
+    """Write the pools' limits to the instance if they have none yet (see ``ensure_pool_limits``)."""
+    return ensure_pool_limits(context.instance, POOLS)
+
+
+DELETION_SCHEDULES = [data_deletion_weekly_schedule]
+DELETION_SENSORS = [data_deletion_overdue_sensor, data_deletion_pool_limit_sensor]
