@@ -322,6 +322,9 @@ MAX_RUNTIMES = {
     "request_data_deletion": 600,  # 10 min: one insert
     "clickhouse_backup_job": 6 * 3600,  # 6 h
     "clickhouse_restore_job": 6 * 3600,  # 6 h
+    # The example batch exports shipped in batch_exports.yaml: 1 h for an hourly export, 4 h for a daily one.
+    "batch_export_team_1_pageviews_job": 3600,
+    "batch_export_team_2_events_job": 4 * 3600,
 }
 
 
