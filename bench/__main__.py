@@ -12,7 +12,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from bench import code_location_load, exchange_rates, exports, preaggregates
+from bench import code_location_load, cost_per_day, exchange_rates, exports, preaggregates
 from bench.common import (
     PROJECT_ROOT,
     TABLE_HEADER,
@@ -25,7 +25,7 @@ from bench.common import (
 )
 from bench.dataset import Dataset
 
-BENCHMARKS = ("code_location_load", "preaggregates", "exports", "exchange_rates")
+BENCHMARKS = ("code_location_load", "cost_per_day", "preaggregates", "exports", "exchange_rates")
 NEEDS_EVENTS = {"preaggregates", "exports"}
 RESULTS_FILE = PROJECT_ROOT / "bench" / "RESULTS.md"
 SMOKE_EVENTS = 3_000
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"running {name}")
             if name == "code_location_load":
                 sections[name] = code_location_load.run(workspace, args.repeat)
+            elif name == "cost_per_day":
+                sections[name] = cost_per_day.run(workspace, args.repeat)
             elif name == "preaggregates":
                 sections[name] = preaggregates.run(workspace, dataset, args.repeat)
             elif name == "exports":

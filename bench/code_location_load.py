@@ -14,7 +14,7 @@ for name in ("shared", "revenue_analytics", "web_analytics", "data_exports", "da
     importlib.import_module(f"dags.locations.{name}").defs.resolve_asset_graph()
 """
 
-TARGET_RATIO = 1.3
+TARGET_RATIO = 1.2
 
 
 def run(workspace: Workspace, repeat: int) -> Section:

@@ -11,6 +11,8 @@ from typing import Any
 
 WINDOW_START = date(2024, 3, 1)
 EXPORT_MULTIPLIERS = (1, 4, 16)
+# A day with few events, after the window: a one-day run there costs what a run costs, not what its SQL costs.
+SMALL_DAY_EVENTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,19 @@ class Dataset:
             return WINDOW_START + timedelta(days=self.window_days // 2)
         return self.window_end + timedelta(days=10 + self.export_multipliers.index(multiplier))
 
+    @property
+    def small_day(self) -> date:
+        """A day of ``SMALL_DAY_EVENTS`` events after the window, away from the export days."""
+        return self.window_end + timedelta(days=5)
+
     def extra_days(self) -> dict[str, int]:
         """The days after the window and how many events each gets."""
-        return {
+        days = {
             self.export_day(multiplier).isoformat(): multiplier * self.day_events
             for multiplier in self.export_multipliers
             if multiplier != 1
         }
+        return {**days, self.small_day.isoformat(): min(SMALL_DAY_EVENTS, self.day_events)}
 
 
 def build(events: int, window_start: str, window_days: int, extra_days: dict[str, int]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ METHODS = {
     "pandas": "JSONEachRow + pandas",
 }
 TARGET_VS_PANDAS = 10.0
-TARGET_VS_ENGINE = 1.5
+TARGET_VS_ENGINE = 1.2
 # Peak memory counts as flat when 16 times the rows take at most this much more.
 TARGET_MEMORY_GROWTH = 1.25
 ROW_GROUP_ROWS = 100_000
@@ -212,18 +212,20 @@ def _rows(dataset: Dataset, results: dict[tuple[str, int], dict[str, float]], sk
         )
     smallest, largest = min(dataset.export_multipliers), max(dataset.export_multipliers)
     if largest > smallest:
-        small, big = results[("arrow", smallest)], results[("arrow", largest)]
-        growth = big["peak_rss"] / small["peak_rss"]
-        rows.append(
-            Row(
-                f"export peak memory, Arrow stream, {largest}x vs {smallest}x the rows",
-                megabytes(big["peak_rss"]),
-                megabytes(small["peak_rss"]),
-                growth,
-                f"<= {TARGET_MEMORY_GROWTH}x (flat)",
-                growth <= TARGET_MEMORY_GROWTH,
+        # The engine's own writer measured the same way, for comparison: its target is not ours to meet.
+        for method, target in (("arrow", True), ("engine", False)):
+            small, big = results[(method, smallest)], results[(method, largest)]
+            growth = big["peak_rss"] / small["peak_rss"]
+            rows.append(
+                Row(
+                    f"export peak memory, {METHODS[method]}, {largest}x vs {smallest}x the rows",
+                    megabytes(big["peak_rss"]),
+                    megabytes(small["peak_rss"]),
+                    growth,
+                    f"<= {TARGET_MEMORY_GROWTH}x (flat)" if target else "(reported, for comparison)",
+                    growth <= TARGET_MEMORY_GROWTH if target else None,
+                )
             )
-        )
     return rows
 
 

@@ -52,8 +52,8 @@ class EmbeddedBackend(ConnectBackend):
 
     clickhouse-connect's chDB backend reads a whole ``ArrowStream`` result (and any query with per-call
     settings) into memory before returning it. Streams therefore use a dedicated chDB handle on the same
-    engine: settings go in with ``SET`` on that handle, and chDB's Arrow reader yields record batches as
-    the engine produces them, so memory stays flat however large the result.
+    engine: settings go in with ``SET`` on that handle, and the engine's Arrow blocks are yielded as it
+    produces them, so memory stays flat however large the result.
     """
 
     def __init__(self, client: Any, data_path: str, database: str | None, resource_settings: dict[str, Any]):
@@ -80,13 +80,29 @@ class EmbeddedBackend(ConnectBackend):
             for name, value in settings.items():
                 handle.query(f"SET {quote_identifier(name)} = {setting_literal(value)}")
             params = {key.removeprefix("param_"): value for key, value in bound.items()}
+            if "max_block_size" not in settings:
+                handle.query(f"SET max_block_size = {STREAM_BATCH_ROWS}")
             stream = handle.send_query(query, "Arrow", params=params)
-            batch_rows = int(settings.get("max_block_size", STREAM_BATCH_ROWS))
-            yield iter(stream.record_batch(rows_per_batch=batch_rows))
+            yield _record_batches(stream)
         finally:
             if stream is not None:
                 stream.close()
             handle.close()
+
+
+def _record_batches(stream: Any) -> Iterator[pa.RecordBatch]:
+    """The engine's blocks as they come: each chunk of the stream is an Arrow IPC file of one block
+    (``max_block_size`` rows at most), read in place. chDB's own record-batch reader copies every chunk
+    again and concatenates chunks into larger batches, which cost about a third of the stream's time."""
+    import pyarrow as pa
+
+    while (chunk := stream.fetch()) is not None:
+        data = chunk.bytes()
+        if not data:
+            continue
+        reader = pa.ipc.open_file(pa.py_buffer(data))  # the batches point into ``data``, which they keep alive
+        for index in range(reader.num_record_batches):
+            yield reader.get_batch(index)
 
 
 def setting_literal(value: Any) -> str:

@@ -20,6 +20,7 @@ from dags.clickhouse.errors import (
     retry_with_backoff,
     server_message,
 )
+from dags.clickhouse.read_ahead import ReadAhead
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,6 +34,9 @@ T = TypeVar("T")
 
 # While a statement runs, a line in the run log at least this often (seconds), so a wait never looks like a hang.
 PROGRESS_SECONDS = 30.0
+# Record batches a stream reads ahead of its consumer: memory holds this many more batches (plus the one being
+# read), enough to keep the engine busy while the consumer encodes.
+READ_AHEAD_BATCHES = 2
 
 
 def describe_context(context: Any) -> dict[str, Any]:
@@ -208,13 +212,25 @@ class ClickHouseClient:
     ) -> Iterator[Iterator[pa.RecordBatch]]:
         """Stream a large result as Arrow record batches; memory is bounded by the block size, not the result."""
         with ExitStack() as stack:
+            opened: dict[str, str] = {}
 
             def open_stream(query_id: str) -> Iterator[pa.RecordBatch]:
                 stream = self._backend.query_arrow_stream(sql, parameters, self._settings(sql, settings, query_id))
-                return stack.enter_context(stream)
+                batches = stack.enter_context(stream)
+                opened["query_id"] = query_id
+                return batches
 
-            batches = self._run(sql, open_stream, interruptible=False)  # read batch by batch in this thread
-            yield _reraise_with_statement(sql, batches)
+            batches = self._run(sql, open_stream, interruptible=False)
+            # The engine reads the next batches while the caller encodes the last ones (on two cores, about twice
+            # the rows a second); the reader stops, and the stream closes, when the caller is done or interrupted.
+            ahead = ReadAhead(
+                batches,
+                READ_AHEAD_BATCHES,
+                kill=lambda: self._kill_query(sql, opened["query_id"]),
+                name=f"clickhouse-stream-{opened['query_id'][:8]}",
+            )
+            stack.callback(ahead.stop)
+            yield _reraise_with_statement(sql, iter(ahead))
 
     def insert_arrow(self, table: str, data: pa.Table, settings: Mapping[str, Any] | None = None) -> int:
         """Insert an Arrow table (columns matched by name); returns rows inserted."""

@@ -89,6 +89,7 @@ class ClickHouseResource(ConfigurableResource):
     )
 
     _target: ClickHouseTarget | None = PrivateAttr(default=None)
+    _engine_holder: Any = PrivateAttr(default=None)  # a chDB connection that keeps the engine running for a run
 
     @property
     def target(self) -> ClickHouseTarget:
@@ -110,6 +111,42 @@ class ClickHouseResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         _ = self.target  # a malformed URL fails here, before any asset code runs, and is not retried
+        if self.is_embedded and context.run is not None:
+            self._keep_engine_running()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._engine_holder is not None:
+            holder, self._engine_holder = self._engine_holder, None
+            try:
+                holder.close()
+            finally:
+                EmbeddedEngineLock.release(self.target.data_path or "")
+
+    def _keep_engine_running(self) -> None:
+        """Hold the embedded engine open for the whole run (runs only: never in a sensor or a code server).
+
+        chDB shuts the engine down when its last connection closes, and starting it again costs 0.1-0.2 s: paid
+        at every ``get_client`` of every step and check, it was most of a one-day run's fixed cost. The run takes
+        the engine's lock once, as each step would have taken it in turn; another process waits for the run
+        instead of for its current step.
+        """
+        import chdb
+
+        data_path = self.target.data_path
+        assert data_path is not None
+        EmbeddedEngineLock.acquire(data_path, self.lock_timeout_seconds)
+        try:
+            Path(data_path).mkdir(parents=True, exist_ok=True)
+            self._engine_holder = retry_with_backoff(
+                lambda: chdb.connect(data_path),
+                what=f"Opening the embedded ClickHouse at {data_path}",
+                attempts=max(self.max_attempts, 2),
+                base_delay=self.retry_base_delay_seconds,
+                should_retry=lambda error: "Unable to open the chdb engine" in str(error),
+            )
+        except BaseException:
+            EmbeddedEngineLock.release(data_path)
+            raise
 
     @contextmanager
     def get_client(

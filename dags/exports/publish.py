@@ -20,6 +20,12 @@ from dags.exports.sources import ClientFactory, SourceNotReadyError, require_sou
 CLICKHOUSE_S3_RETRY_ATTEMPTS = 3
 CLICKHOUSE_S3_REQUEST_TIMEOUT_MS = 30_000
 
+# ClickHouse reads the interval for a streamed export with one thread, while this process encodes on another
+# core (the stream reads ahead). More reading threads do not make it faster (the Parquet encoder is the slower
+# side) but make the engine merge several sorted streams, whose buffers grow with the interval: measured on the
+# embedded engine, peak memory 1.13x from a day of 167 k rows to one of 2.7 M with one thread, 1.32x with two.
+STREAM_READ_THREADS = 1
+
 CLICKHOUSE_S3_INSERT = (
     "INSERT INTO FUNCTION s3({url:String}, {access_key_id:String}, {secret_access_key:String}, 'Parquet')\n"
 )
@@ -69,9 +75,8 @@ def write_streamed(
         with open_client() as client:
             require_source(client, dataset, window.day)
             empty_query = f"SELECT * FROM ({query}) LIMIT 0"
-            with client.query_arrow_stream(
-                query, parameters, settings={"max_block_size": resource.batch_rows}
-            ) as batches:
+            settings = {"max_block_size": resource.batch_rows, "max_threads": STREAM_READ_THREADS}
+            with client.query_arrow_stream(query, parameters, settings=settings) as batches:
                 write_parquet(
                     batches,
                     staging,

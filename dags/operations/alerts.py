@@ -13,7 +13,6 @@ from dagster import (
     RunsFilter,
     run_failure_sensor,
 )
-from slack_sdk.errors import SlackApiError
 
 from dags.operations.owners import location_of, run_owner
 from dags.operations.slack import SlackAlertsResource
@@ -144,6 +143,8 @@ def slack_on_run_failure(context: RunFailureSensorContext, slack: SlackAlertsRes
     if not slack.enabled:
         context.log.warning(f"[alert for {channel}; SLACK_BOT_TOKEN is not set, so it goes to the log]\n{text}")
         return
+    from slack_sdk.errors import SlackApiError  # with the client: the SDK loads only when an alert is sent
+
     client = slack.get_client()
     try:
         client.chat_postMessage(channel=channel, text=text, blocks=blocks)

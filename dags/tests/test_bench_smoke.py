@@ -10,13 +10,18 @@ RESULTS_FILE = PROJECT_ROOT / "bench" / "RESULTS.md"
 
 EXPECTED_ROWS = [
     "code location load",
+    "cost per day, default schedules, no batch exports",
+    "cost per day, with the example batch exports",
     "3-day pre-aggregate backfill, 3,000 events: Dagster, 1 run of 3 partitions",
     "3-day pre-aggregate backfill, 3,000 events: Dagster, 3 runs of 1 partition",
+    "fixed cost per run: a one-day web analytics run",
     "export of 1 day, 1x (",
     "export of 1 day, 1x (",
     "export of 1 day, 4x (4,000 rows)",
     "export of 1 day, 4x (4,000 rows)",
-    "export peak memory, Arrow stream, 4x vs 1x the rows",
+    "export peak memory, Arrow stream (events_export), 4x vs 1x the rows",
+    "export peak memory, ClickHouse Parquet writer, 4x vs 1x the rows",
+    "last 20 days of the ECB history in one run",
     "last 20 days of the ECB history in one run",
     "last 20 days of the ECB history in one run",
 ]

@@ -1,14 +1,18 @@
 """The ClickHouse resource on each way in: the embedded engine, the native protocol, and the engine's lock."""
 
+import ctypes
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 from dagster._core.instance.ref import InstanceRef
@@ -61,7 +65,7 @@ def test_stream_yields_bounded_batches_covering_every_row(ch: ClickHouseClient) 
         total = 0
         for batch in batches:
             sizes.append(batch.num_rows)
-            total += pa.compute.sum(batch.column("n")).as_py()
+            total += pc.sum(batch.column("n")).as_py()
     assert sum(sizes) == 250_000 and len(sizes) >= 20 and max(sizes) <= 65_536
     assert total == sum(range(250_000))
 
@@ -81,6 +85,73 @@ def test_stream_applies_the_resources_own_settings(clickhouse: ClickHouseResourc
         with client.query_arrow_stream("SELECT getSetting('max_threads') AS threads") as batches:
             rows = [row for batch in batches for row in batch.to_pylist()]
     assert [str(row["threads"]) for row in rows] == ["1"]
+
+
+def running_queries(client: ClickHouseClient, marker: str) -> list[dict]:
+    return client.query_rows(
+        "SELECT query_id FROM system.processes WHERE query LIKE {pattern:String} AND query NOT LIKE '%processes%'",
+        {"pattern": f"%{marker}%"},
+    )
+
+
+def stream_readers() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("clickhouse-stream")]
+
+
+def test_a_stream_failing_midway_raises_in_the_consumer_after_the_rows_before_it(ch: ClickHouseClient) -> None:
+    rows = 0
+    with pytest.raises(ClickHouseError, match="failed while streaming"):
+        with ch.query_arrow_stream(
+            "SELECT throwIf(number >= 150000, 'no row past here') AS n FROM numbers(300000)",
+            settings={"max_block_size": 10_000, "max_threads": 1},
+        ) as batches:
+            for batch in batches:
+                rows += batch.num_rows
+    assert 0 < rows <= 150_000
+    assert stream_readers() == []
+
+
+def test_leaving_a_stream_early_stops_its_query_and_its_reader(clickhouse: ClickHouseResource) -> None:
+    marker = f"endless-{uuid.uuid4().hex[:8]}"
+    with clickhouse.get_client() as client, clickhouse.get_client() as watcher:
+        with client.query_arrow_stream(
+            f"SELECT number FROM system.numbers WHERE NOT ignore('{marker}')", settings={"max_block_size": 1_000}
+        ) as batches:
+            assert next(batches).num_rows > 0
+            assert running_queries(watcher, marker) != []
+        assert running_queries(watcher, marker) == []
+    assert stream_readers() == []
+
+
+def test_interrupting_a_stream_consumer_kills_the_query_it_waits_for(clickhouse: ClickHouseResource) -> None:
+    """A run's termination interrupts the thread that reads the stream; the engine's query must end too, even
+    while the engine is still working towards its next block (here: an endless count that never sends one)."""
+    marker = f"endless-{uuid.uuid4().hex[:8]}"
+    outcome: dict[str, BaseException] = {}
+
+    def consume(client: ClickHouseClient) -> None:
+        try:
+            with client.query_arrow_stream(
+                f"SELECT count() FROM system.numbers WHERE NOT ignore(sipHash64(number), '{marker}')"
+            ) as batches:
+                list(batches)
+        except BaseException as error:
+            outcome["error"] = error
+
+    with clickhouse.get_client() as client, clickhouse.get_client() as watcher:
+        consumer = threading.Thread(target=consume, args=(client,), daemon=True)
+        consumer.start()
+        deadline = time.monotonic() + 60
+        while not running_queries(watcher, marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running_queries(watcher, marker) != [], "the query did not start"
+        # What a run's termination does to the waiting thread: an interrupt (here KeyboardInterrupt) raised in it.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(consumer.ident), ctypes.py_object(KeyboardInterrupt))
+        consumer.join(60)
+        assert not consumer.is_alive(), "the interrupted consumer is still waiting"
+        assert isinstance(outcome.get("error"), KeyboardInterrupt)
+        assert running_queries(watcher, marker) == []
+    assert stream_readers() == []
 
 
 def test_pandas_insert_and_bound_parameters(ch: ClickHouseClient) -> None:

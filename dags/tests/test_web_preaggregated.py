@@ -583,6 +583,20 @@ def sqlite_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
         yield instance
 
 
+def test_the_today_schedule_skips_midnight_when_the_new_day_has_no_events_yet(
+    sqlite_instance: DagsterInstance,
+) -> None:
+    def evaluate(tick: datetime) -> RunRequest | SkipReason:
+        return web_analytics_today_schedule(
+            build_schedule_context(instance=sqlite_instance, scheduled_execution_time=tick)
+        )
+
+    midnight = evaluate(datetime(2024, 3, 16, 0, 0, tzinfo=UTC))
+    assert isinstance(midnight, SkipReason) and "2024-03-16" in midnight.skip_message
+    assert evaluate(datetime(2024, 3, 16, 0, 20, tzinfo=UTC)).partition_key == "2024-03-16"
+    assert evaluate(datetime(2024, 3, 16, 23, 40, tzinfo=UTC)).partition_key == "2024-03-16"
+
+
 def test_schedules_ask_for_yesterday_and_today_and_skip_while_a_run_is_queued_or_running(
     sqlite_instance: DagsterInstance,
 ) -> None:

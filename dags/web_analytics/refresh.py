@@ -108,9 +108,10 @@ def refresh_window(
         client.command(pre_aggregate.insert_sql, {**params, "staging": staging}, settings=extra_settings)
         insert_seconds = time.monotonic() - started
         rows_by_day = {row["day"]: row["rows"] for row in client.query_rows(ROWS_BY_DAY, {"table": staging})}
+        staged_days = set(rows_by_day)
         if team_ids:
             client.command(COPY_OTHER_TEAMS, {**params, "staging": staging, "target": pre_aggregate.table})
-        staged_days = {row["day"] for row in client.query_rows(ROWS_BY_DAY, {"table": staging})}
+            staged_days = {row["day"] for row in client.query_rows(ROWS_BY_DAY, {"table": staging})}
 
         started = time.monotonic()
         emptied: list[str] = []

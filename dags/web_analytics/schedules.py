@@ -1,7 +1,7 @@
 """When the pre-aggregates are recomputed (yesterday's day once complete, today's through the day), and the
 sensor that gives their concurrency pool its limit."""
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from dagster import (
     DefaultScheduleStatus,
@@ -83,7 +83,11 @@ def web_analytics_yesterday_schedule(context: ScheduleEvaluationContext) -> RunR
     "another run rewrites these tables.",
 )
 def web_analytics_today_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
-    scheduled = context.scheduled_execution_time or datetime.now(UTC)
+    scheduled = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
+    if scheduled.time() == time(0, 0):
+        # A run now would rewrite both tables for a day with no events yet (two materializations and six check
+        # evaluations a day for nothing); the day that just ended is completed by the yesterday schedule.
+        return SkipReason(f"Midnight UTC: {scheduled.date()} has no events yet; the next tick refreshes it.")
     return partition_request(context, scheduled.date())
 
 

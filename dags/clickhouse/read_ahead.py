@@ -1,0 +1,93 @@
+"""Reading a streamed result ahead of its consumer: the engine produces the next batches while the caller
+encodes the last ones, with a bounded number of batches in between."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+# How long the consumer waits on the queue in one step: short, so that a run's termination (an interrupt of the
+# consumer's thread) arrives at once instead of after the engine's next batch.
+POLL_SECONDS = 0.1
+# After the consumer stops early, how long the reader may take to finish the batch in hand before the query is
+# killed, and how long it then may take to notice.
+STOP_GRACE_SECONDS = 1.0
+KILLED_GRACE_SECONDS = 60.0
+
+_END = object()
+
+
+class ReadAhead(Generic[T]):
+    """Iterate ``source`` in a reader thread, at most ``depth`` items ahead of the consumer.
+
+    Memory holds at most ``depth`` items in the queue plus the one the reader is producing. An error in the
+    reader is raised in the consumer at the point where its item would have arrived. ``stop()`` (call it when
+    the consumer is done, normally or not) ends the reader: it stops after the item in hand, and if it is
+    still busy after a grace period (a slow query between two blocks) ``kill`` is called so the engine stops
+    the query; the source is closed only after that, in the consumer's thread.
+    """
+
+    def __init__(self, source: Iterator[T], depth: int, kill: Callable[[], None], name: str):
+        self._source = source
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+        self._stopping = threading.Event()
+        self._kill = kill
+        self._thread = threading.Thread(target=self._read, name=name, daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+        except BaseException as error:  # handed to the consumer
+            self._put(_Failed(error))
+            return
+        self._put(_END)
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            try:
+                item = self._queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item  # type: ignore[misc]
+
+    def stop(self) -> None:
+        """End the reader thread and wait for it (idempotent)."""
+        self._stopping.set()
+        self._drain()
+        self._thread.join(STOP_GRACE_SECONDS)
+        if self._thread.is_alive():
+            self._kill()
+            self._thread.join(KILLED_GRACE_SECONDS)
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
