@@ -17,6 +17,8 @@ import sys
 import textwrap
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -30,7 +32,7 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from dags.common import clickhouse_resource, load_settings, quote_identifier, redact_url
+from dags.common import ClickHouseClient, clickhouse_resource, load_settings, quote_identifier, redact_url
 from dags.events import create_events_table, recent_days
 from dags.exchange_rate.settings import load_exchange_rate_settings
 from dags.exchange_rate.sources import ExchangeRateSource, ExchangeRateSourceError, offline_ecb_history
@@ -183,6 +185,14 @@ def span(days: list[date]) -> str:
     return days[0].isoformat() if days[0] == days[-1] else f"{days[0]}..{days[-1]}"
 
 
+@contextmanager
+def open_clickhouse(create_database: bool = False) -> Iterator[ClickHouseClient]:
+    """A client outside any run: EnvVar settings (a server URL) resolved by hand, the resource torn down after."""
+    with clickhouse_resource().process_config_and_initialize_cm() as clickhouse:
+        with clickhouse.get_client(create_database=create_database) as client:
+            yield client
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=7, help="how many recent days to fill (default 7)")
@@ -200,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ClickHouse: {redact_url(settings.effective_clickhouse_url)}")
     print(f"Days: {days[0]} .. {days[-1]}; {args.events_per_day:,} demo events per day\n")
 
-    # Outside a run, EnvVar settings (a server URL) must be resolved by hand.
-    clickhouse = clickhouse_resource().process_config_and_initialize()
-    with clickhouse.get_client(create_database=True) as client:
+    with open_clickhouse(create_database=True) as client:
         create_events_table(client)
 
     rate_days, notes = exchange_rate_days(days)
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.update(step.keys)
             outcomes += step_outcomes
 
-    with clickhouse.get_client() as client:
+    with open_clickhouse() as client:
         tables = client.query_rows(
             "SELECT name, formatReadableSize(total_bytes) AS size FROM system.tables "
             "WHERE database = currentDatabase() AND engine LIKE '%MergeTree' ORDER BY name"

@@ -499,8 +499,8 @@ def test_the_sensor_runs_the_job_only_when_a_request_waited_too_long(
     from dags.management.deletion.schedules import data_deletion_overdue_sensor
 
     def tick() -> RunRequest | SkipReason:
-        context = build_sensor_context(instance=dagster_instance, resources={"clickhouse": clickhouse})
-        return data_deletion_overdue_sensor(context)
+        with build_sensor_context(instance=dagster_instance, resources={"clickhouse": clickhouse}) as context:
+            return data_deletion_overdue_sensor(context)
 
     assert isinstance(tick(), SkipReason)  # no table yet: nothing was ever requested
     with clickhouse.get_client() as client:
