@@ -6,7 +6,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 T = TypeVar("T")
 
@@ -91,3 +94,34 @@ class ReadAhead(Generic[T]):
 class _Failed:
     def __init__(self, error: BaseException):
         self.error = error
+
+
+def batches_of_exactly(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Regroup record batches into contiguous batches of exactly ``rows`` rows (the last may be shorter).
+
+    The batches then do not depend on how the engine happened to cut its blocks, so the same rows always
+    give the same batches; memory holds at most one output batch plus one input batch.
+    """
+    import pyarrow as pa
+
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        while pending_rows >= rows:
+            table = pa.Table.from_batches(pending)
+            group, rest = _contiguous(table.slice(0, rows)), table.slice(rows)
+            pending, pending_rows = rest.to_batches(), rest.num_rows
+            # Only the rest's blocks stay referenced while the group waits for the consumer: memory flat.
+            del table, rest
+            yield group
+    if pending_rows:
+        yield _contiguous(pa.Table.from_batches(pending))
+
+
+def _contiguous(table: pa.Table) -> pa.RecordBatch:
+    """One record batch with one contiguous buffer per column (a copy only where the table is in pieces)."""
+    return table.combine_chunks().to_batches()[0]

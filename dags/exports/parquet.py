@@ -25,47 +25,21 @@ def schema_description(schema: "pa.Schema") -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
-def fixed_size_row_groups(batches: "Iterator[pa.RecordBatch]", rows_per_group: int) -> "Iterator[pa.Table]":
-    """Regroup record batches into tables of exactly ``rows_per_group`` rows (the last may be shorter).
+def write_parquet(row_groups: "Iterator[pa.RecordBatch]", path: Path, empty_schema: "Callable[[], pa.Schema]") -> None:
+    """Write each batch as one row group of a zstd Parquet file at ``path``; a day without rows still gets a file.
 
-    Row groups then do not depend on how ClickHouse happened to cut its blocks, so the same rows always
-    give the same file; memory holds at most one row group plus one batch.
-    """
-    import pyarrow as pa
-
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        while pending_rows >= rows_per_group:
-            table = pa.Table.from_batches(pending)
-            yield table.slice(0, rows_per_group)
-            rest = table.slice(rows_per_group)
-            pending, pending_rows = rest.to_batches(), rest.num_rows
-    if pending_rows:
-        yield pa.Table.from_batches(pending)
-
-
-def write_parquet(
-    batches: "Iterator[pa.RecordBatch]", path: Path, rows_per_group: int, empty_schema: "Callable[[], pa.Schema]"
-) -> None:
-    """Write the batches as one zstd Parquet file at ``path``; a day without rows still gets a file.
-
+    The batches come with contiguous columns and a fixed number of rows (``query_arrow_stream(batch_rows=...)``):
+    page boundaries then depend on the rows alone, so the same rows always give the same bytes.
     ``empty_schema`` gives the columns when the stream has no batch at all.
     """
     import pyarrow.parquet as pq
 
     writer: pq.ParquetWriter | None = None
     try:
-        for group in fixed_size_row_groups(batches, rows_per_group):
+        for group in row_groups:
             if writer is None:
                 writer = pq.ParquetWriter(path, group.schema, compression="zstd")
-            # One contiguous chunk per column: page boundaries then depend on the rows alone, not on where
-            # ClickHouse's blocks happened to end, so the same rows always give the same bytes.
-            writer.write_table(group.combine_chunks(), row_group_size=rows_per_group)
+            writer.write_batch(group, row_group_size=group.num_rows)
         if writer is None:
             writer = pq.ParquetWriter(path, empty_schema(), compression="zstd")
     finally:

@@ -76,11 +76,12 @@ def write_streamed(
             require_source(client, dataset, window.day)
             empty_query = f"SELECT * FROM ({query}) LIMIT 0"
             settings = {"max_block_size": resource.batch_rows, "max_threads": STREAM_READ_THREADS}
-            with client.query_arrow_stream(query, parameters, settings=settings) as batches:
+            with client.query_arrow_stream(
+                query, parameters, settings=settings, batch_rows=resource.row_group_rows
+            ) as row_groups:
                 write_parquet(
-                    batches,
+                    row_groups,
                     staging,
-                    resource.row_group_rows,
                     lambda: client.query_arrow(empty_query, parameters).schema,
                 )
         info = describe_parquet_file(staging)

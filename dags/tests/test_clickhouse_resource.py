@@ -70,6 +70,29 @@ def test_stream_yields_bounded_batches_covering_every_row(ch: ClickHouseClient) 
     assert total == sum(range(250_000))
 
 
+def test_a_stream_with_batch_rows_yields_exact_contiguous_batches_whatever_the_blocks(ch: ClickHouseClient) -> None:
+    sql = "SELECT number AS n, toString(number) AS s FROM numbers(2500)"
+    with ch.query_arrow_stream(sql, settings={"max_block_size": 7, "max_threads": 1}, batch_rows=1_000) as batches:
+        read = list(batches)
+    assert [batch.num_rows for batch in read] == [1_000, 1_000, 500]
+    assert all(len(batch.column("s").buffers()[2]) > 0 for batch in read)  # one buffer per column, not pieces
+    table = pa.Table.from_batches(read)
+    assert table.column("n").to_pylist() == list(range(2500))
+    assert table.column("s").to_pylist() == [str(n) for n in range(2500)]
+
+
+def test_streamed_batches_stay_valid_after_the_stream_is_closed(ch: ClickHouseClient) -> None:
+    """The embedded engine's blocks are read in place: a batch must keep its block alive on its own."""
+    sql = "SELECT number AS n, repeat(toString(number), 20) AS s FROM numbers(200000)"
+    with ch.query_arrow_stream(sql, settings={"max_block_size": 50_000, "max_threads": 1}) as batches:
+        kept = list(batches)
+    with ch.query_arrow_stream(sql + " WHERE n % 2 = 0", settings={"max_threads": 1}) as batches:
+        assert sum(batch.num_rows for batch in batches) == 100_000  # the engine reuses freed memory meanwhile
+    table = pa.Table.from_batches(kept)
+    assert table.column("n").to_pylist() == list(range(200_000))
+    assert table.column("s").to_pylist() == [str(n) * 20 for n in range(200_000)]
+
+
 def test_stream_binds_parameters_and_applies_settings_and_log_comment(ch: ClickHouseClient) -> None:
     sql = "SELECT number, getSetting('max_threads') AS threads, getSetting('log_comment') AS comment, {x:String} AS x"
     with ch.query_arrow_stream(sql + " FROM numbers(3)", {"x": "it's"}, settings={"max_threads": 1}) as batches:

@@ -21,11 +21,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from dagster_aws.s3 import S3Resource
 from dagster_gcp import GCSResource
 
+from dags.clickhouse.read_ahead import batches_of_exactly
 from dags.common import ClickHouseResource
 from dags.events import generate_demo_events
 from dags.exports.assets import events_export, web_pre_aggregated_bounces_export, web_pre_aggregated_stats_export
 from dags.exports.manifest import DATA_FILE, MANIFEST_FILE
-from dags.exports.parquet import fixed_size_row_groups, write_parquet
+from dags.exports.parquet import write_parquet
 from dags.exports.resource import ExportDestination, export_destination_from_env, parse_destination_url
 from dags.tests.conftest import GCSServer, S3Server, wait_until
 from dags.web_analytics.assets import web_pre_aggregated_bounces, web_pre_aggregated_stats
@@ -526,13 +527,13 @@ def test_row_groups_do_not_depend_on_how_the_stream_was_cut(tmp_path: Path) -> N
     files = []
     for cut in (7, 1_000, 2_500):
         path = tmp_path / f"cut-{cut}.parquet"
-        write_parquet(iter(table.to_batches(max_chunksize=cut)), path, 1_000, lambda: table.schema)
+        write_parquet(batches_of_exactly(iter(table.to_batches(max_chunksize=cut)), 1_000), path, lambda: table.schema)
         files.append(path.read_bytes())
     assert files[0] == files[1] == files[2]
     metadata = pq.read_metadata(tmp_path / "cut-7.parquet")
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [1_000, 1_000, 500]
     assert pq.read_table(tmp_path / "cut-7.parquet").equals(table)
-    assert list(fixed_size_row_groups(iter([]), 10)) == []
+    assert list(batches_of_exactly(iter([]), 10)) == []
 
 
 def test_destination_urls_are_checked_and_debug_forces_the_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
