@@ -1,7 +1,7 @@
 """Writing a day's Arrow record batches as one zstd Parquet file, and describing a written file."""
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,23 +25,33 @@ def schema_description(schema: "pa.Schema") -> list[dict[str, Any]]:
     return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
 
 
-def write_parquet(row_groups: "Iterator[pa.RecordBatch]", path: Path, empty_schema: "Callable[[], pa.Schema]") -> None:
+def write_parquet(
+    row_groups: "Iterator[pa.RecordBatch]",
+    path: Path,
+    empty_schema: "Callable[[], pa.Schema]",
+    unique_valued_columns: Collection[str] = (),
+) -> None:
     """Write each batch as one row group of a zstd Parquet file at ``path``; a day without rows still gets a file.
 
     The batches come with contiguous columns and a fixed number of rows (``query_arrow_stream(batch_rows=...)``):
     page boundaries then depend on the rows alone, so the same rows always give the same bytes.
-    ``empty_schema`` gives the columns when the stream has no batch at all.
+    ``empty_schema`` gives the columns when the stream has no batch at all; ``unique_valued_columns`` are
+    written without a dictionary.
     """
     import pyarrow.parquet as pq
+
+    def open_writer(schema: "pa.Schema") -> pq.ParquetWriter:
+        dictionary = [name for name in schema.names if name not in unique_valued_columns]
+        return pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary)
 
     writer: pq.ParquetWriter | None = None
     try:
         for group in row_groups:
             if writer is None:
-                writer = pq.ParquetWriter(path, group.schema, compression="zstd")
+                writer = open_writer(group.schema)
             writer.write_batch(group, row_group_size=group.num_rows)
         if writer is None:
-            writer = pq.ParquetWriter(path, empty_schema(), compression="zstd")
+            writer = open_writer(empty_schema())
     finally:
         if writer is not None:
             writer.close()

@@ -83,6 +83,7 @@ def write_streamed(
                     row_groups,
                     staging,
                     lambda: client.query_arrow(empty_query, parameters).schema,
+                    dataset.unique_valued_columns,
                 )
         info = describe_parquet_file(staging)
         destination.publish(staging, folder)

@@ -536,6 +536,16 @@ def test_row_groups_do_not_depend_on_how_the_stream_was_cut(tmp_path: Path) -> N
     assert list(batches_of_exactly(iter([]), 10)) == []
 
 
+def test_unique_valued_columns_are_written_without_a_dictionary(tmp_path: Path) -> None:
+    table = pa.table({"uuid": [f"id-{i}" for i in range(3_000)], "event": ["$pageview", "$autocapture"] * 1_500})
+    path = tmp_path / "day.parquet"
+    write_parquet(batches_of_exactly(iter(table.to_batches()), 1_000), path, lambda: table.schema, {"uuid"})
+    columns = pq.read_metadata(path).row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(columns.num_columns)}
+    assert "RLE_DICTIONARY" not in encodings["uuid"] and "RLE_DICTIONARY" in encodings["event"]
+    assert pq.read_table(path).equals(table)
+
+
 def test_destination_urls_are_checked_and_debug_forces_the_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_destination_url("s3://bucket/some/prefix/") == ("s3", "bucket", "some/prefix")
     assert parse_destination_url("gs://bucket") == ("gs", "bucket", "")
