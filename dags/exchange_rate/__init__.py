@@ -1,12 +1,11 @@
 """Exchange rates for revenue analytics: sources, the ClickHouse table and dictionary, assets and schedules."""
 
 from dags.exchange_rate.assets import (
-    IO_MANAGER_KEY,
-    DayRatesIOManagerFactory,
     exchange_rate_assets,
     exchange_rate_jobs,
     exchange_rate_schedules,
 )
+from dags.exchange_rate.day_files import IO_MANAGER_KEY, DayRatesIOManagerFactory
 from dags.exchange_rate.sources import ExchangeRateSource, exchange_rate_source_from_env
 
 __all__ = [

@@ -6,7 +6,6 @@ reload ``exchange_rate_dict`` on every host. A range of partitions (a backfill, 
 history) runs as one run: the backfill policy is single-run and every step reads the whole range.
 """
 
-import json
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -16,24 +15,17 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     BackfillPolicy,
-    ConfigurableIOManagerFactory,
     DailyPartitionsDefinition,
     Failure,
     HourlyPartitionsDefinition,
-    InitResourceContext,
-    InputContext,
     MaterializeResult,
     Output,
-    OutputContext,
     RunRequest,
     ScheduleEvaluationContext,
-    UPathIOManager,
     asset,
     define_asset_job,
     schedule,
 )
-from pydantic import Field
-from upath import UPath
 
 from dags.common import (
     CLICKHOUSE_RETRY_POLICY,
@@ -42,6 +34,7 @@ from dags.common import (
     JobOwners,
     redact_url,
 )
+from dags.exchange_rate.day_files import IO_MANAGER_KEY
 from dags.exchange_rate.settings import load_exchange_rate_settings
 from dags.exchange_rate.sources import (
     ECB_FIRST_DAY,
@@ -55,7 +48,6 @@ from dags.exchange_rate.storage import DICTIONARY, RELOAD_DICTIONARY, TABLE, dic
 
 OWNER_TAGS = JobOwners.TEAM_REVENUE_ANALYTICS.tags()
 GROUP = "exchange_rates"
-IO_MANAGER_KEY = "exchange_rate_io_manager"
 
 # Hourly runs refresh today's rates; history before this comes from the daily assets.
 HOURLY_FIRST_DAY = date(2025, 1, 1)
@@ -81,53 +73,6 @@ HOURLY_PARTITIONS = HourlyPartitionsDefinition(
 def day_of_partition(partition_key: str) -> date:
     """The day a daily (``2024-03-15``) or hourly (``2024-03-15-10:45``) partition refreshes."""
     return date.fromisoformat(partition_key[:10])
-
-
-# --- Where fetched rates are kept between the two steps ------------------------------------------------
-
-
-class DayRatesIOManager(UPathIOManager):
-    """One JSON file per partition (readable by people too); a range of partitions writes one file each."""
-
-    extension = ".json"
-
-    def dump_to_path(self, context: OutputContext, obj: DayRates, path: UPath) -> None:
-        path.write_text(json.dumps(obj.to_json(), indent=1))
-
-    def load_from_path(self, context: InputContext, path: UPath) -> DayRates:
-        return DayRates.from_json(json.loads(path.read_text()))
-
-    def load_input(self, context: InputContext) -> dict[str, DayRates]:
-        # Always {partition key: rates}, for one partition as for a range.
-        paths = self._get_paths_for_partitions(context)
-        missing = [key for key in context.asset_partition_keys if not paths[key].exists()]
-        if missing:
-            raise Failure(
-                f"No fetched rates for {len(missing)} partitions of {context.asset_key.to_user_string()} "
-                f"(first: {missing[0]}): materialize them first. Nothing was written.",
-                allow_retries=False,  # waiting will not make them appear
-            )
-        return {key: self.load_from_path(context, paths[key]) for key in context.asset_partition_keys}
-
-    def handle_output(self, context: OutputContext, obj: dict[str, DayRates]) -> None:
-        paths = self._get_paths_for_partitions(context)
-        missing = sorted(set(paths) - set(obj))
-        if missing:
-            raise ValueError(f"No rates for partitions {missing[:5]} of {context.asset_key.to_user_string()}")
-        for partition_key, path in paths.items():
-            self.make_directory(path.parent)
-            self.dump_to_path(context, obj[partition_key], path)
-        context.add_output_metadata({"files": len(paths), "folder": str(next(iter(paths.values())).parent)})
-
-
-class DayRatesIOManagerFactory(ConfigurableIOManagerFactory):
-    """Keeps fetched rates under the instance's storage folder (or ``base_dir``), one JSON file per partition."""
-
-    base_dir: str | None = Field(default=None, description="Folder for the files; default: <instance storage>.")
-
-    def create_io_manager(self, context: InitResourceContext) -> DayRatesIOManager:
-        base = self.base_dir or context.instance.storage_directory()
-        return DayRatesIOManager(base_path=UPath(base))
 
 
 # --- The two steps, shared by the daily and the hourly assets ------------------------------------------

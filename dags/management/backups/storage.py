@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +73,8 @@ def parse_backup_name(name: str) -> StoredBackup | None:
 
 def parse_backup_metadata(xml: bytes) -> BackupContents:
     """Read ClickHouse's ``.backup`` file: ``<base_backup>S3('.../name')</base_backup>`` and ``metadata/db/t.sql``."""
+    import xml.etree.ElementTree as ElementTree  # only when a backup is read: not on every code server start
+
     root = ElementTree.fromstring(xml)
     base = root.findtext("base_backup")
     base_name = None
