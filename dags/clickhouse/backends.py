@@ -62,6 +62,43 @@ class EmbeddedBackend(ConnectBackend):
         self.database = database
         self.resource_settings = resource_settings  # the client has them; the stream's own handle needs them too
 
+    def command(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> Any:
+        with self._settings_of_one_call(settings):
+            return super().command(sql, parameters, {})
+
+    def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> pa.Table:
+        with self._settings_of_one_call(settings):
+            return super().query_arrow(sql, parameters, {})
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any]) -> int:
+        with self._settings_of_one_call(settings):
+            return super().insert_arrow(table, data, {})
+
+    def insert_df(self, table: str, data: pd.DataFrame, settings: dict[str, Any]) -> int:
+        with self._settings_of_one_call(settings):
+            return super().insert_df(table, data, {})
+
+    @contextmanager
+    def _settings_of_one_call(self, settings: dict[str, Any]) -> Iterator[None]:
+        """Apply a call's settings to the engine session for that call only.
+
+        Given settings, clickhouse-connect first reads each one's current value from ``system.settings`` so it
+        can restore it afterwards: 4 ms a statement, most of what a small statement costs. The session's values
+        are known here (the resource's own settings, else the defaults), so they are restored without asking.
+        """
+        settings, _ = without_query_id(settings)
+        applied: list[str] = []
+        try:
+            for name, value in settings.items():
+                self.client.command(f"SET {quote_identifier(name)} = {setting_literal(value)}")
+                applied.append(name)
+            yield
+        finally:
+            for name in applied:
+                value = self.resource_settings.get(name)
+                restored = "DEFAULT" if value is None else setting_literal(value)
+                self.client.command(f"SET {quote_identifier(name)} = {restored}")
+
     @contextmanager
     def query_arrow_stream(
         self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]

@@ -236,6 +236,19 @@ def test_transient_server_errors_are_retried_until_they_pass(clickhouse: ClickHo
     assert time.monotonic() - started >= 0.5
 
 
+def test_a_calls_settings_apply_to_that_call_only(clickhouse: ClickHouseResource) -> None:
+    single_threaded = clickhouse.model_copy(update={"settings": {"max_threads": 1}})
+    with single_threaded.get_client() as client:
+        probe = "SELECT getSetting('max_threads') || ' ' || toString(getSetting('max_block_size'))"
+        default_block = str(client.command("SELECT getSetting('max_block_size')"))
+        assert str(client.command(probe, settings={"max_threads": 3, "max_block_size": 1234})) == "3 1234"
+        assert str(client.query_rows(probe + " AS v", settings={"max_threads": 2})[0]["v"]) == f"2 {default_block}"
+        assert str(client.command(probe)) == f"1 {default_block}"  # the resource's own, and the default
+        with pytest.raises(ClickHouseError, match="no_such_setting"):
+            client.command("SELECT 1", settings={"max_block_size": 99, "no_such_setting": 1})
+        assert str(client.command(probe)) == f"1 {default_block}"
+
+
 def test_every_query_carries_a_log_comment_naming_run_job_and_asset(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:
