@@ -37,8 +37,8 @@ PROGRESS_SECONDS = 30.0
 # Record batches a stream reads ahead of its consumer: memory holds this many more batches (plus the one being
 # read), enough to keep the engine busy while the consumer encodes.
 READ_AHEAD_BATCHES = 2
-# Regrouped batches (``batch_rows``) are row groups, larger than blocks: one ahead keeps the consumer busy, and
-# a second one would cost a sixth more peak memory on a large export for no speed.
+# Regrouped batches (``batch_rows``) are row groups, larger than blocks: one waiting while the next is cut keeps
+# the consumer busy, and a second one would cost a sixth more peak memory on a large export for no speed.
 READ_AHEAD_ROW_GROUPS = 1
 
 

@@ -27,7 +27,8 @@ _END = object()
 class ReadAhead(Generic[T]):
     """Iterate ``source`` in a reader thread, at most ``depth`` items ahead of the consumer.
 
-    Memory holds at most ``depth`` items in the queue plus the one the reader is producing. An error in the
+    The reader starts on the next item only when there is room for it, so memory holds at most ``depth``
+    items waiting plus the one the reader is producing (besides the consumer's own). An error in the
     reader is raised in the consumer at the point where its item would have arrived. ``stop()`` (call it when
     the consumer is done, normally or not) ends the reader: it stops after the item in hand, and if it is
     still busy after a grace period (a slow query between two blocks) ``kill`` is called so the engine stops
@@ -36,30 +37,29 @@ class ReadAhead(Generic[T]):
 
     def __init__(self, source: Iterator[T], depth: int, kill: Callable[[], None], name: str):
         self._source = source
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._room = threading.Semaphore(max(1, depth))  # one slot per item waiting, taken before producing it
         self._stopping = threading.Event()
         self._kill = kill
         self._thread = threading.Thread(target=self._read, name=name, daemon=True)
         self._thread.start()
 
-    def _put(self, item: object) -> bool:
+    def _wait_for_room(self) -> bool:
         while not self._stopping.is_set():
-            try:
-                self._queue.put(item, timeout=POLL_SECONDS)
+            if self._room.acquire(timeout=POLL_SECONDS):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def _read(self) -> None:
         try:
-            for item in self._source:
-                if not self._put(item):
+            while self._wait_for_room():
+                item = next(self._source, _END)
+                self._queue.put(item)
+                if item is _END:
                     return
+                del item  # the consumer's from here on
         except BaseException as error:  # handed to the consumer
-            self._put(_Failed(error))
-            return
-        self._put(_END)
+            self._queue.put(_Failed(error))
 
     def __iter__(self) -> Iterator[T]:
         while True:
@@ -67,6 +67,7 @@ class ReadAhead(Generic[T]):
                 item = self._queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
+            self._room.release()
             if item is _END:
                 return
             if isinstance(item, _Failed):
