@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ class ReadAhead(Generic[T]):
     the query; the source is closed only after that, in the consumer's thread.
     """
 
-    def __init__(self, source: Iterator[T], depth: int, kill: Callable[[], None], name: str):
-        self._source = source
+    def __init__(self, source: Iterable[T], depth: int, kill: Callable[[], None], name: str):
+        self._source = iter(source)
         self._queue: queue.Queue[object] = queue.Queue()
         self._room = threading.Semaphore(max(1, depth))  # one slot per item waiting, taken before producing it
         self._stopping = threading.Event()
