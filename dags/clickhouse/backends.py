@@ -120,7 +120,8 @@ class EmbeddedBackend(ConnectBackend):
             if "max_block_size" not in settings:
                 handle.query(f"SET max_block_size = {STREAM_BATCH_ROWS}")
             # The blocks stay in this process: compressing them (the Arrow format's default, LZ4) only for
-            # pyarrow to decompress them again cost a third of the stream's time.
+            # pyarrow to decompress them again was wasted work (with the copy below, fetching the 16x bench day
+            # took 2.2 s against 1.6 s now).
             handle.query("SET output_format_arrow_compression_method = 'none'")
             stream = handle.send_query(query, "Arrow", params=params)
             yield _record_batches(stream)
@@ -138,12 +139,13 @@ def _record_batches(stream: Any) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
 
     while (chunk := stream.fetch()) is not None:
-        if not chunk.size():
+        size = chunk.size()
+        if not size:
             continue
         view = chunk.get_memview()
         address = pa.py_buffer(view.view()).address
         # The batches point into the engine's chunk: the buffer keeps the chunk (and its view) alive.
-        data = pa.foreign_buffer(address, chunk.size(), base=(chunk, view))
+        data = pa.foreign_buffer(address, size, base=(chunk, view))
         reader = pa.ipc.open_file(data)
         for index in range(reader.num_record_batches):
             yield reader.get_batch(index)
