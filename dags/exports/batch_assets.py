@@ -105,7 +105,13 @@ def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDe
     settings = settings or load_export_settings()
     definitions = BatchExportDefinitions()
     required = bool(os.environ.get("BATCH_EXPORTS_FILE", "").strip())
-    for export in load_batch_exports(settings.batch_exports_file, settings.dagster_home, required=required):
+    deployment = {"the deployment's local export folder": settings.local_destination_url}
+    if settings.destination_url:
+        deployment["EXPORT_DESTINATION_URL"] = settings.destination_url
+    exports = load_batch_exports(
+        settings.batch_exports_file, settings.dagster_home, required=required, deployment_destinations=deployment
+    )
+    for export in exports:
         export_asset = build_batch_export_asset(export, settings.max_partitions_per_run)
         job = define_asset_job(
             name=f"batch_export_{export.name}_job",

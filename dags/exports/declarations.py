@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.events import AliasEvent
 
 from dags.exports.datasets import DATASETS, ExportSelection
+from dags.exports.destination_overlap import overlap_problems
 from dags.exports.resource import CREDENTIAL_NAMES, parse_destination_url
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -143,11 +144,14 @@ def read_document(path: Path, required: bool) -> Any:
         raise BatchExportsFileError(f"{path} holds a value YAML cannot read: {error}") from None
 
 
-def load_batch_exports(path: Path, dagster_home: Path, *, required: bool = False) -> list[BatchExport]:
+def load_batch_exports(
+    path: Path, dagster_home: Path, *, required: bool = False, deployment_destinations: dict[str, str] | None = None
+) -> list[BatchExport]:
     """The exports declared in ``path``, with destinations expanded; every problem raises together.
 
     A missing file declares no exports (a deployment without batch exports) unless ``required``
-    (``BATCH_EXPORTS_FILE`` named it).
+    (``BATCH_EXPORTS_FILE`` named it). ``deployment_destinations`` (variable -> URL) are places no export may
+    overlap.
     """
     document = read_document(path, required)
     if not isinstance(document, dict) or set(document) - {"exports"}:
@@ -158,6 +162,7 @@ def load_batch_exports(path: Path, dagster_home: Path, *, required: bool = False
 
     problems: list[str] = []
     exports: list[BatchExport] = []
+    labels: list[str] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(entries):
         name = raw.get("name") if isinstance(raw, dict) else None
@@ -173,6 +178,13 @@ def load_batch_exports(path: Path, dagster_home: Path, *, required: bool = False
             continue
         problems.extend(f"{where}.{field}: {problem}" for field, problem in entry_problems(entry, dagster_home))
         exports.append(entry.model_copy(update={"destination": expand_destination(entry.destination, dagster_home)}))
+        labels.append(where)
+    problems.extend(
+        overlap_problems(
+            [(label, export.destination) for label, export in zip(labels, exports, strict=True)],
+            list((deployment_destinations or {}).items()),
+        )
+    )
     if problems:
         raise BatchExportsFileError(
             f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"- {problem}" for problem in problems)

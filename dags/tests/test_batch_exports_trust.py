@@ -87,3 +87,50 @@ def test_a_secret_given_as_a_variable_name_is_never_echoed(tmp_path: Path, monke
     )
     message = refusal(monkeypatch)
     assert "must be the name of an environment variable" in message and "wJalr" not in message
+
+
+def two_entries(first: str, second: str) -> str:
+    return "exports:\n" + "".join(
+        f"  - {{name: {name}, team_id: {team}, dataset: events, destination: '{url}', interval: day,"
+        " start: 2024-01-01}\n"
+        for name, team, url in (("first", 2, first), ("second", 3, second))
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("file:///tmp/shared", "file:///tmp/shared"),
+        ("file:///tmp/shared", "file:///tmp/shared/inner"),
+        ("file:///tmp/a/../shared/inner", "file:///tmp/shared"),
+        ("s3://bucket/prefix", "s3://bucket/prefix/team3"),
+        ("postgresql://a@db:5432/analytics?table=events", "postgresql://b@db/analytics?table=public.events"),
+    ],
+)
+def test_two_exports_writing_the_same_place_are_refused_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str, second: str
+) -> None:
+    write_file(tmp_path, monkeypatch, two_entries(first, second))
+    assert "exports[1] (second).destination: overlaps the destination of exports[0] (first)" in refusal(monkeypatch)
+
+
+def test_exports_to_separate_places_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_file(tmp_path, monkeypatch, two_entries("file:///tmp/shared_a", "file:///tmp/shared"))
+    assert len(build_batch_exports().assets) == 2
+
+
+@pytest.mark.parametrize("inside", ["", "/events", "/x/../events"])
+def test_an_export_into_the_deployments_export_destination_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inside: str
+) -> None:
+    monkeypatch.setenv("EXPORT_DESTINATION_URL", (tmp_path / "deployment").as_uri())
+    write_file(tmp_path, monkeypatch, entry_yaml("2").replace("file:///tmp/wrapped", (tmp_path / "deployment").as_uri() + inside))
+    assert "exports[0] (wrapped).destination: overlaps EXPORT_DESTINATION_URL" in refusal(monkeypatch)
+
+
+def test_an_export_containing_the_deployments_export_destination_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPORT_DESTINATION_URL", (tmp_path / "deployment" / "exports").as_uri())
+    write_file(tmp_path, monkeypatch, entry_yaml("2").replace("file:///tmp/wrapped", tmp_path.as_uri()))
+    assert "overlaps EXPORT_DESTINATION_URL" in refusal(monkeypatch)
