@@ -110,13 +110,22 @@ def expand_destination(destination: str, dagster_home: Path) -> str:
     return destination.replace(f"file://{DAGSTER_HOME_PLACEHOLDER}", f"file:///{home}")
 
 
+MAX_ALIASES = 20  # bounds what aliases can expand to (an alias bomb: a few lines, gigabytes) yet allows anchors
+
+
 class _NoAliasLoader(yaml.SafeLoader):
-    """A safe loader that refuses YAML aliases: a few aliased lists expand to gigabytes (an alias bomb)."""
+    """A safe loader that refuses more than ``MAX_ALIASES`` YAML aliases."""
+
+    aliases = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(AliasEvent):
-            mark = self.peek_event().start_mark
-            raise BatchExportsFileError(f"aliases (*name) are not allowed in a batch exports file (line {mark.line + 1})")
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise BatchExportsFileError(
+                    f"more than {MAX_ALIASES} aliases (*name) in a batch exports file (line {mark.line + 1})"
+                )
         return super().compose_node(parent, index)
 
 
