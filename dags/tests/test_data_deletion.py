@@ -523,3 +523,30 @@ def test_a_bad_wait_setting_fails_with_the_variable_name(monkeypatch: pytest.Mon
     monkeypatch.setenv("DATA_DELETION_MAX_WAIT_HOURS", "soon")
     with pytest.raises(SettingError, match="DATA_DELETION_MAX_WAIT_HOURS"):
         load_deletion_settings()
+
+
+def test_a_rewrite_that_writes_nothing_leaves_the_request_open_because_verification_reads_the_planned_files(
+    clickhouse: ClickHouseResource, tmp_path: Path, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dags.management.deletion.ops as deletion_ops
+
+    exports = local_exports(tmp_path)
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        team, person = person_of_one_day(client, DAYS[1])
+        insert_request(client, team_id=team, key_type="person", key=person)
+    # A broken rewrite op: it takes no file in hand, writes nothing and reports nothing.
+    def rewrite_nothing(*args: Any) -> list[str]:
+        args[4].clear()
+        return []
+
+    monkeypatch.setattr(deletion_ops, "rewrite_files", rewrite_nothing)
+
+    result = run_deletion(clickhouse, exports, dagster_instance)
+
+    assert not result.success
+    stale = read_parquet(exports.list_files()[f"{EVENTS_DATASET.name}/date={DAYS[1]}/{DATA_FILE}"])
+    assert person in stale.column("person_id").to_pylist()
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert request["status"] != "done"
