@@ -550,3 +550,30 @@ def test_a_rewrite_that_writes_nothing_leaves_the_request_open_because_verificat
     with clickhouse.get_client() as client:
         [request] = request_rows(client)
     assert request["status"] != "done"
+
+
+def test_a_delete_that_leaves_the_persons_rows_in_events_leaves_the_request_open(
+    clickhouse: ClickHouseResource, tmp_path: Path, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dags.management.deletion.ops as deletion_ops
+
+    exports = local_exports(tmp_path)
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        team, person = person_of_one_day(client, DAYS[1])
+        insert_request(client, team_id=team, key_type="person", key=person)
+    # A broken delete step: it reports success and deletes nothing.
+    monkeypatch.setattr(deletion_ops, "delete_events", lambda *args: [])
+
+    result = run_deletion(clickhouse, exports, dagster_instance)
+
+    assert not result.success
+    with clickhouse.get_client() as client:
+        left = client.command(
+            "SELECT count() FROM events WHERE person_id = toUUID({person:String})", {"person": person}
+        )
+        [request] = request_rows(client)
+    assert left > 0 and request["status"] != "done"
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "verify_and_complete"
+    assert f"{left:,} matching rows still in events" in str(failure.step_failure_data.user_failure_data.description)
