@@ -79,6 +79,8 @@ def run_export(
             continue
         for leftover in result.cleaned_up:
             context.log.warning(f"{label} {window.label}: removed what an earlier run left: {leftover}")
+        for warning in result.warnings if isinstance(result, TableExport) else ():
+            context.log.warning(f"{label} {window.label}: {warning}")
         context.log.info(
             f"{label} {window.label}: {result.rows:,} rows, {result.bytes:,} bytes -> {result.url} "
             f"in {result.seconds:.1f}s"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
@@ -93,6 +93,14 @@ def postgres_type(name: str, arrow_type: pa.DataType) -> str:
     return "text"
 
 
+def with_team_column(selection: ExportSelection) -> ExportSelection:
+    """The selection a Postgres table is loaded with: its columns and ``team_id`` (every dataset has it), so
+    that an interval's delete can always be scoped to the export's team."""
+    if not selection.columns or "team_id" in selection.columns:
+        return selection
+    return replace(selection, columns=(*selection.columns, "team_id"))
+
+
 @dataclass
 class TableExport:
     """What one interval's load into Postgres wrote."""
@@ -104,6 +112,7 @@ class TableExport:
     seconds: float
     replaced_rows: int
     cleaned_up: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class PostgresTable:
@@ -168,15 +177,40 @@ class PostgresTable:
         )
         cursor.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self._identifier(), columns))
 
+    def _add_team_column(self, cursor: psycopg.Cursor) -> list[str]:
+        """Give a table made without ``team_id`` (by a user, or by an export whose columns omitted it) the
+        column every interval's delete filters on; its existing rows keep an unknown (NULL) team."""
+        from psycopg import sql
+
+        table = self._identifier().as_string(cursor)
+        has_column = cursor.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'team_id' "
+            "AND NOT attisdropped",
+            (table,),
+        ).fetchone()[0]
+        if has_column:  # ALTER TABLE would lock out readers for the whole load even when it changes nothing
+            return []
+        cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS team_id bigint").format(self._identifier()))
+        kept = cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(self._identifier())).fetchone()[0]
+        if not kept:
+            return []
+        return [
+            f"{self.target.qualified_name} had no team_id column: added; its {kept:,} earlier row(s) have team_id "
+            "NULL and no export's interval deletes them (if they are this export's, claim them with "
+            "UPDATE ... SET team_id = <team> WHERE team_id IS NULL)"
+        ]
+
     def _delete_interval(
         self, cursor: psycopg.Cursor, dataset: ExportDataset, window: ExportWindow, selection: ExportSelection
     ) -> int:
+        """Delete the interval's rows of the export's teams (every team's for an export of all teams), whatever
+        columns it exports: another export's rows in the same table, or rows of unknown team, stay."""
         from psycopg import sql
 
-        condition = sql.SQL("{time} >= %(start)s AND {time} < %(end)s").format(time=sql.Identifier(dataset.time_column))
-        columns = selection.columns or dataset.columns
-        if "team_id" in columns:  # two exports of different teams may share a table
-            condition += sql.SQL(" AND (cardinality(%(teams)s::bigint[]) = 0 OR team_id = ANY(%(teams)s::bigint[]))")
+        condition = sql.SQL(
+            "{time} >= %(start)s AND {time} < %(end)s"
+            " AND (cardinality(%(teams)s::bigint[]) = 0 OR team_id = ANY(%(teams)s::bigint[]))"
+        ).format(time=sql.Identifier(dataset.time_column))
         cursor.execute(
             sql.SQL("DELETE FROM {} WHERE ").format(self._identifier()) + condition,
             {"start": window.start, "end": window.end, "teams": list(selection.team_ids)},
@@ -216,6 +250,7 @@ class PostgresTable:
         from psycopg import sql
 
         started = time.monotonic()
+        selection = with_team_column(selection)
         query, parameters = dataset.query(selection), dataset.parameters(window, selection)
         rows = sent = 0
         with open_client() as client:
@@ -231,13 +266,14 @@ class PostgresTable:
                 connection.cursor() as cursor,
             ):
                 self._create_table(cursor, schema)
+                warnings = self._add_team_column(cursor)
                 replaced = self._delete_interval(cursor, dataset, window, selection)
                 with cursor.copy(copy_statement) as copy:
                     for chunk in _csv_chunks(batches, options):
                         rows += chunk[0]
                         sent += len(chunk[1])
                         copy.write(chunk[1])
-        return TableExport(window, self.url, rows, sent, time.monotonic() - started, replaced)
+        return TableExport(window, self.url, rows, sent, time.monotonic() - started, replaced, warnings=warnings)
 
 
 def _csv_chunks(batches: Iterator[pa.RecordBatch], options: Any) -> Iterator[tuple[int, bytes]]:
