@@ -136,3 +136,55 @@ def test_a_reader_during_a_load_sees_the_previous_rows_without_waiting(
         runner.join(timeout=300)
     assert seen == len(previous)
     assert outcome["result"].success, failure_message(outcome["result"])
+
+
+# Events Postgres would refuse as they are, for team 2 on DAY: (uuid, event, properties, distinct_id, session).
+BAD_EVENTS = r"""
+INSERT INTO events (uuid, event, properties, timestamp, team_id, distinct_id, person_id, `$session_id`)
+SELECT toUUID(u), e, p, toDateTime64('2024-03-05 12:00:00', 6, 'UTC'), 2, d, toUUID(u), s
+FROM values('u String, e String, p String, d String, s String',
+    ('00000000-0000-0000-0000-0000000000b1', 'broken', '{"a":1', 'd1', 's1'),
+    ('00000000-0000-0000-0000-0000000000b2', 'nul', '{"k":"v\0x"}', 'user\0nul', 's2'),
+    ('00000000-0000-0000-0000-0000000000b3', 'escaped', '{"k":"a\\u0000b","lit":"\\\\u0000"}', 'd3', 's3'),
+    ('00000000-0000-0000-0000-0000000000b4', 'latin1', '{}', 'd4', unhex('ff41')),
+    ('00000000-0000-0000-0000-0000000000b5', 'both\0', 'not json\0', 'd5', 's5'))
+"""
+
+
+def test_events_postgres_would_refuse_are_cleaned_counted_and_never_block_the_interval(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_events(clickhouse, DAY, 2_000)
+    with clickhouse.get_client() as client:
+        client.command(BAD_EVENTS)
+    database = postgres.create_database("exports")
+    export = declare(tmp_path, monkeypatch, entry("to_pg", 2, postgres_url(postgres, database, "acme_events")))
+
+    result = run(export["to_pg"], clickhouse, dagster_instance, DAY.isoformat())
+
+    assert result.success, failure_message(result)
+    cleaned = postgres_rows(
+        postgres,
+        database,
+        'SELECT right(uuid::text, 2), event, properties, distinct_id, "$session_id" FROM acme_events '
+        "WHERE uuid::text LIKE '00000000-0000-0000-0000-0000000000b%' ORDER BY uuid",
+    )
+    assert cleaned == [
+        ("b1", "broken", '{"a":1', "d1", "s1"),  # not JSON: stored as a JSON string of its text
+        ("b2", "nul", {"k": "vx"}, "usernul", "s2"),
+        ("b3", "escaped", {"k": "ab", "lit": "\\u0000"}, "d3", "s3"),  # an escaped backslash is not a NUL
+        ("b4", "latin1", {}, "d4", "\ufffdA"),
+        ("b5", "both", "not json", "d5", "s5"),
+    ]
+    assert postgres_rows(postgres, database, "SELECT count(*) FROM acme_events") == [
+        (len(source_rows(clickhouse, ExportWindow.of_day(DAY), 2, ["uuid"])),)
+    ]
+    metadata = result.asset_materializations_for_node("batch_exports__to_pg")[0].metadata
+    counts = {
+        name: metadata[name].value for name in ("nul_bytes_stripped", "invalid_json_wrapped", "invalid_utf8_replaced")
+    }
+    assert counts == {"nul_bytes_stripped": 5, "invalid_json_wrapped": 2, "invalid_utf8_replaced": 1}

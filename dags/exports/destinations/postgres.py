@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from dags.exports.datasets import EVERYTHING, ExportDataset, ExportSelection, ExportWindow
 from dags.exports.destinations.base import DestinationAccessError
+from dags.exports.destinations.postgres_values import ValueRepairs, repaired_batch, repairing_query
 from dags.exports.sources import require_source
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class TableExport:
     replaced_rows: int
     cleaned_up: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    repairs: ValueRepairs = field(default_factory=ValueRepairs)  # values changed so that Postgres takes them
 
 
 class PostgresTable:
@@ -253,14 +255,16 @@ class PostgresTable:
         selection = with_team_column(selection)
         query, parameters = dataset.query(selection), dataset.parameters(window, selection)
         rows = sent = 0
+        repairs = ValueRepairs()
         with open_client() as client:
             require_source(client, dataset, window.day)
             schema = client.query_arrow(f"SELECT * FROM ({query}) LIMIT 0", parameters).schema
             columns = sql.SQL(", ").join(sql.Identifier(name) for name in schema.names)
             copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self._identifier(), columns)
             options = pyarrow.csv.WriteOptions(include_header=False)
+            repairing = repairing_query(query, schema, JSON_COLUMNS, skip=UUID_COLUMNS)
             with (
-                client.query_arrow_stream(query, parameters, settings={"max_block_size": batch_rows}) as batches,
+                client.query_arrow_stream(repairing, parameters, settings={"max_block_size": batch_rows}) as stream,
                 self.connect() as connection,
                 connection.transaction(),
                 connection.cursor() as cursor,
@@ -268,12 +272,14 @@ class PostgresTable:
                 self._create_table(cursor, schema)
                 warnings = self._add_team_column(cursor)
                 replaced = self._delete_interval(cursor, dataset, window, selection)
+                batches = (repairs.absorb(*repaired_batch(batch, schema.names, JSON_COLUMNS)) for batch in stream)
                 with cursor.copy(copy_statement) as copy:
                     for chunk in _csv_chunks(batches, options):
                         rows += chunk[0]
                         sent += len(chunk[1])
                         copy.write(chunk[1])
-        return TableExport(window, self.url, rows, sent, time.monotonic() - started, replaced, warnings=warnings)
+        seconds = time.monotonic() - started
+        return TableExport(window, self.url, rows, sent, seconds, replaced, warnings=warnings, repairs=repairs)
 
 
 def _csv_chunks(batches: Iterator[pa.RecordBatch], options: Any) -> Iterator[tuple[int, bytes]]:
