@@ -36,16 +36,19 @@ def failed_to_load_job(location: str, problem: str) -> JobDefinition:
     return stand_in
 
 
-def load_location(location: str) -> Definitions:
-    """The location's definitions, or a stand-in job that says why they are missing."""
+def load_location(location: str) -> tuple[Definitions, str | None]:
+    """The location's definitions and None, or a stand-in job and the problem that kept the location out."""
     try:
         defs = importlib.import_module(f"dags.locations.{location}").defs
         defs.resolve_all_job_defs()  # definitions built lazily fail here rather than in the merged location
-        return defs
+        return defs, None
     except Exception as error:
         problem = f"{type(error).__name__}: {error}"
         get_dagster_logger("dags.definitions").warning(f"Leaving out the {location} location: {problem}")
-        return Definitions(jobs=[failed_to_load_job(location, problem)])
+        return Definitions(jobs=[failed_to_load_job(location, problem)]), problem
 
 
-defs = Definitions.merge(*(load_location(location) for location in LOCATION_OWNERS))
+_LOADED = {location: load_location(location) for location in LOCATION_OWNERS}
+# The locations left out, with why: for callers that must not pass over them quietly (bin/demo).
+FAILED_LOCATIONS = {location: problem for location, (_, problem) in _LOADED.items() if problem is not None}
+defs = Definitions.merge(*(location_defs for location_defs, _ in _LOADED.values()))

@@ -135,3 +135,23 @@ def test_a_bogus_export_write_method_fails_a_deletion_run_naming_the_variable(
     output = deletion.stdout + deletion.stderr
     assert deletion.returncode != 0 and "RUN_FAILURE" in output
     assert "export_destination" in output and problem in output
+
+
+@pytest.mark.parametrize("broken", BROKEN.values(), ids=BROKEN.keys())
+def test_the_demo_runs_every_other_pipeline_and_fails_naming_a_location_that_did_not_load(
+    broken: Callable[[Path], tuple[dict[str, str], str]], environment: dict[str, str], tmp_path: Path
+) -> None:
+    variables, problem = broken(tmp_path)
+    demo = run(
+        [sys.executable, "-m", "dags.demo", "--days", "1", "--until", "2024-03-15", "--events-per-day", "300"],
+        {**environment, **variables},
+    )
+    assert demo.returncode == 1, demo.stdout[-3000:] + demo.stderr[-3000:]
+    summary = demo.stderr.split("runs failed or were skipped:\n")[-1]
+    failed = [line.strip() for line in summary.splitlines() if line.startswith("  ")]
+    assert len(failed) == 1 and failed[0].startswith("data_exports location all days: did not load: "), failed
+    assert problem in failed[0]
+    # Every other pipeline ran: its tables hold the day's rows.
+    tables = {line.split()[0]: line.split()[1] for line in demo.stdout.splitlines() if line.endswith(("B", "iB"))}
+    assert {"events", "exchange_rate", "web_pre_aggregated_stats", "web_pre_aggregated_bounces"} <= tables.keys()
+    assert all(rows != "0" for rows in tables.values()), tables
