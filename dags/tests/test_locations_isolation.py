@@ -17,9 +17,8 @@ DAGSTER = Path(sys.executable).parent / "dagster"
 PLATFORM_JOBS = ("clickhouse_backup_job", "clickhouse_restore_job", "data_deletion_job", "request_data_deletion")
 OTHER_TEAMS_JOBS = ("web_analytics_daily_job", "daily_exchange_rates_job")
 # Variables of the test process that would change what the commands below load.
-SCRUBBED = ("CLICKHOUSE_URL", "DEBUG", "BATCH_EXPORTS_FILE", "DAGSTER_HOME", "PYTHONPATH")
+SCRUBBED = ("DEBUG", "BATCH_EXPORTS_FILE", "DAGSTER_HOME", "PYTHONPATH", "EXPORT_", "CLICKHOUSE_", "DATA_DELETION_")
 CREATE_EVENTS = """
-import sys
 from dags.common import clickhouse_resource
 with clickhouse_resource().get_client() as client:
     client.command("CREATE TABLE events (uuid UUID, team_id Int64, timestamp DateTime64(6, 'UTC')) "
@@ -37,7 +36,7 @@ def invalid_batch_exports_file(tmp_path: Path) -> tuple[dict[str, str], str]:
     path = tmp_path / "batch_exports.yaml"
     export = {"name": "team_x", "team_id": True, "dataset": "events", "destination": f"file://{tmp_path}/x"}
     path.write_text(yaml.safe_dump({"exports": [{**export, "interval": "day", "start": "2024-01-01"}]}))
-    return {"BATCH_EXPORTS_FILE": str(path)}, "team_id"
+    return {"BATCH_EXPORTS_FILE": str(path)}, "exports[0] (team_x).team_id"
 
 
 BROKEN = {"EXPORT_WRITE_METHOD=bogus": bogus_write_method, "invalid BATCH_EXPORTS_FILE": invalid_batch_exports_file}
@@ -48,8 +47,7 @@ def environment(tmp_path: Path, s3_server: S3Server) -> dict[str, str]:
     """A deployment of its own: Dagster home (with the embedded ClickHouse in it) and a backup bucket, as README
     sets them."""
     bucket = s3_server.create_bucket("backups")
-    inherited = {key: value for key, value in os.environ.items() if key not in SCRUBBED}
-    inherited = {key: value for key, value in inherited.items() if not key.startswith(("EXPORT_", "CLICKHOUSE_"))}
+    inherited = {key: value for key, value in os.environ.items() if not key.startswith(SCRUBBED)}
     (tmp_path / "home").mkdir()
     return {
         **inherited,
