@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from dags.exports.datasets import EVERYTHING, ExportDataset, ExportSelection, ExportWindow
 from dags.exports.destinations.base import DestinationAccessError
-from dags.exports.destinations.postgres_values import ValueRepairs, repaired_batch, repairing_query
+from dags.exports.destinations.postgres_values import ValueRepairs, repaired_batches, repairing_query
 from dags.exports.sources import require_source
 
 if TYPE_CHECKING:
@@ -272,7 +272,7 @@ class PostgresTable:
                 self._create_table(cursor, schema)
                 warnings = self._add_team_column(cursor)
                 replaced = self._delete_interval(cursor, dataset, window, selection)
-                batches = (repairs.absorb(*repaired_batch(batch, schema.names, JSON_COLUMNS)) for batch in stream)
+                batches = repaired_batches(stream, schema.names, JSON_COLUMNS, repairs)
                 with cursor.copy(copy_statement) as copy:
                     for chunk in _csv_chunks(batches, options):
                         rows += chunk[0]

@@ -11,6 +11,7 @@ also reports, per row, what it changed; only the rare ``\\u0000`` escapes are ha
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,12 +36,10 @@ class ValueRepairs:
     invalid_utf8_replaced: int = 0
     invalid_json_wrapped: int = 0
 
-    def absorb(self, batch: pa.RecordBatch, other: ValueRepairs) -> pa.RecordBatch:
-        """Add ``other``'s counts (a batch's) to these, and pass the batch on."""
+    def add(self, other: ValueRepairs) -> None:
         self.nul_bytes_stripped += other.nul_bytes_stripped
         self.invalid_utf8_replaced += other.invalid_utf8_replaced
         self.invalid_json_wrapped += other.invalid_json_wrapped
-        return batch
 
     def __bool__(self) -> bool:
         return bool(self.nul_bytes_stripped or self.invalid_utf8_replaced or self.invalid_json_wrapped)
@@ -87,9 +86,9 @@ def repairing_query(query: str, schema: pa.Schema, json_columns: frozenset[str],
     return f"SELECT\n    {columns}\nFROM (SELECT {renamed} FROM ({query}))"
 
 
-def repaired_batch(batch: pa.RecordBatch, names: list[str], json_columns: frozenset[str]) -> tuple[
-    pa.RecordBatch, ValueRepairs
-]:  # fmt: skip
+def repaired_batch(
+    batch: pa.RecordBatch, names: list[str], json_columns: frozenset[str]
+) -> tuple[pa.RecordBatch, ValueRepairs]:
     """The batch's ``names`` columns, with the ``\\u0000`` escapes ClickHouse flagged removed, and what its
     query and this changed."""
     import pyarrow as pa
@@ -110,6 +109,16 @@ def repaired_batch(batch: pa.RecordBatch, names: list[str], json_columns: frozen
         if cleaned != values[row] or escapes[row].as_py() == 2:
             repairs.nul_bytes_stripped += 1
         values[row] = cleaned
-    columns = [pa.array(values, batch.schema.field(name).type) if name == json_names[0] else batch.column(name)
-               for name in names]  # fmt: skip
+    json_values = pa.array(values, batch.schema.field(json_names[0]).type)
+    columns = [json_values if name == json_names[0] else batch.column(name) for name in names]
     return pa.RecordBatch.from_arrays(columns, names=names), repairs
+
+
+def repaired_batches(
+    stream: Iterable[pa.RecordBatch], names: list[str], json_columns: frozenset[str], repairs: ValueRepairs
+) -> Iterator[pa.RecordBatch]:
+    """Each batch of the repairing query's ``stream`` as ``repaired_batch`` makes it; counts go to ``repairs``."""
+    for batch in stream:
+        repaired, counts = repaired_batch(batch, names, json_columns)
+        repairs.add(counts)
+        yield repaired
