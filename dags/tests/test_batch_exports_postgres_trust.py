@@ -69,6 +69,9 @@ def test_a_team_rewriting_its_interval_in_a_table_without_team_column_keeps_the_
     assert team_one and team_two
     assert by_uuid(team_rows(postgres, database, "shared_events", 1)) == team_one
     assert by_uuid(team_rows(postgres, database, "shared_events", 2)) == team_two
+    metadata = result.asset_materializations_for_node("batch_exports__team_two")[0].metadata
+    repairs = ("nul_bytes_stripped", "invalid_json_wrapped", "invalid_utf8_replaced")
+    assert {name: metadata[name].value for name in repairs} == dict.fromkeys(repairs, 0)  # nothing to change
     assert postgres_rows(postgres, database, "SELECT count(*) FROM shared_events") == [(len(team_one) + len(team_two),)]
 
 
