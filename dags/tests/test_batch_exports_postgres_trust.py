@@ -191,3 +191,40 @@ def test_events_postgres_would_refuse_are_cleaned_counted_and_never_block_the_in
         name: metadata[name].value for name in ("nul_bytes_stripped", "invalid_json_wrapped", "invalid_utf8_replaced")
     }
     assert counts == {"nul_bytes_stripped": 5, "invalid_json_wrapped": 2, "invalid_utf8_replaced": 1}
+
+
+def test_a_table_without_team_id_the_user_cannot_alter_fails_before_any_row_moves_saying_what_to_run(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_events(clickhouse, DAY, 500)
+    database = postgres.create_database("exports")
+    role = f"writer_{database[-10:]}"
+    with psycopg.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, dbname=database) as connection:
+        connection.execute("CREATE TABLE legacy (uuid uuid, event text, timestamp timestamptz)")
+        kept = connection.execute(
+            "INSERT INTO legacy VALUES (gen_random_uuid(), 'kept', now()) RETURNING uuid::text, event, timestamp"
+        ).fetchall()
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+        connection.execute(f"GRANT SELECT, INSERT, DELETE ON legacy TO {role}")
+    url = f"postgresql://{role}@127.0.0.1:{postgres.port}/{database}?table=legacy"
+    export = declare(tmp_path, monkeypatch, entry("team_two", 2, url, columns=NO_TEAM))["team_two"]
+
+    result = run(export, clickhouse, dagster_instance, DAY.isoformat())
+
+    assert not result.success
+    message = failure_message(result)
+    assert "public.legacy has no team_id column" in message, message
+    assert "ALTER TABLE public.legacy ADD COLUMN team_id bigint" in message
+    assert postgres_rows(postgres, database, "SELECT event FROM legacy") == [("kept",)]
+
+    # Done as the message says, the same user (INSERT and DELETE only, no CREATE) loads the interval.
+    with psycopg.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, dbname=database) as connection:
+        connection.execute("ALTER TABLE public.legacy ADD COLUMN team_id bigint")
+    rerun = run(export, clickhouse, dagster_instance, DAY.isoformat())
+    assert rerun.success, failure_message(rerun)
+    assert team_rows(postgres, database, "legacy", None) == [dict(zip(NO_TEAM, kept[0], strict=True))]
+    assert by_uuid(team_rows(postgres, database, "legacy", 2)) == expected(clickhouse, 2)

@@ -162,6 +162,12 @@ class PostgresTable:
                     (qualified, qualified),
                 ).fetchone()[0]
                 what = f"INSERT and DELETE on {qualified}"
+                if allowed and not self._may_add_team_column(connection, qualified):
+                    raise DestinationAccessError(
+                        f"{qualified} has no team_id column, which every interval's delete needs, and the Postgres "
+                        f"user of {self.url} does not own it to add it: as its owner, run ALTER TABLE {qualified} "
+                        "ADD COLUMN team_id bigint"
+                    )
             else:
                 allowed = connection.execute("SELECT has_schema_privilege(%s, 'CREATE')", (schema,)).fetchone()[0]
                 what = f"CREATE in schema {schema} (the table {self.target.table} does not exist yet)"
@@ -170,9 +176,22 @@ class PostgresTable:
                     f"The Postgres user of {self.url} lacks {what}: grant it, or use another user."
                 )
 
+    @staticmethod
+    def _may_add_team_column(connection: psycopg.Connection, qualified: str) -> bool:
+        """The table has ``team_id``, or the user owns it and can add it."""
+        return connection.execute(
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'team_id' "
+            "AND NOT attisdropped) OR pg_has_role((SELECT relowner FROM pg_class WHERE oid = to_regclass(%s)), "
+            "'USAGE')",
+            (qualified, qualified),
+        ).fetchone()[0]
+
     def _create_table(self, cursor: psycopg.Cursor, schema: pa.Schema) -> None:
         from psycopg import sql
 
+        exists = cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (self._identifier().as_string(cursor),))
+        if exists.fetchone()[0]:  # CREATE TABLE IF NOT EXISTS needs CREATE on the schema even then
+            return
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(postgres_type(column.name, column.type)))
             for column in schema
