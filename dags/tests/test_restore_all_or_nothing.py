@@ -19,8 +19,8 @@ from dags.exchange_rate.sources import DayRates
 from dags.exchange_rate.storage import write_rates
 from dags.management.backups.jobs import clickhouse_restore_job
 from dags.management.backups.storage import BackupStorage
-from dags.tests.conftest import server_url_with_database
-from dags.tests.test_backups import backup, failure_message, restore, storage  # noqa: F401 - storage: a fixture
+from dags.tests.conftest import S3Server, server_url_with_database
+from dags.tests.test_backups import backup, failure_message, object_keys, restore, storage  # noqa: F401 - a fixture
 from dags.web_analytics.refresh import refresh_window
 from dags.web_analytics.sql import BOUNCES, STATS
 
@@ -203,16 +203,20 @@ def failing(live: ClickHouseResource, fail_table: str, refuse_back: str | None =
     return FailingSwapsClickHouse(**live.model_dump(), fail_table=fail_table, refuse_back=refuse_back)
 
 
-def test_a_table_missing_from_the_backup_or_a_swap_failing_midway_leaves_every_live_table_as_it_was(
+def test_a_table_missing_from_the_backup_a_damaged_backup_or_a_swap_failing_midway_leave_every_live_table_as_it_was(
     live: ClickHouseResource,
     storage: BackupStorage,  # noqa: F811
     dagster_instance: DagsterInstance,
+    s3_server: S3Server,
 ) -> None:
     with live.get_client() as client:
         assert backup(live, storage, dagster_instance).success
         change_everything(client)
-        client.command("DROP TABLE events SYNC")  # a missing table is renamed in, and must be renamed back out
+        # Two tables lost (the dictionary still reads `exchange_rate`): they are renamed in, and back out.
+        client.command("DROP TABLE events SYNC")
+        client.command("DROP TABLE exchange_rate SYNC SETTINGS check_table_dependencies = 0")
         before = contents(client)
+        assert sorted(before) == ["web_pre_aggregated_bounces", "web_pre_aggregated_stats"]
         database = client.database
 
         not_in_backup = restore(
@@ -228,13 +232,21 @@ def test_a_table_missing_from_the_backup_or_a_swap_failing_midway_leaves_every_l
             failing(live, "web_pre_aggregated_stats"), storage, dagster_instance,
             target_database=database, replace=True,
         )  # fmt: skip
-
         assert not midway.success
         message = failure_message(midway)
         assert f"{database}.web_pre_aggregated_stats" in message and "no live table was changed" in message
         assert contents(client) == before
-        assert "events" not in before and not client.command("EXISTS TABLE events")
-        assert dictionary_rates(client) == RATES_AFTER
+        assert not staging_tables(client)
+
+        # A backup that does not read back: whatever it restored beside the live tables is dropped.
+        bucket = s3_server.client()
+        keys = [key for key in object_keys(s3_server, storage) if key.endswith("data.bin")]
+        damaged = next(key for key in keys if "/web_pre_aggregated_stats/" in key)
+        bucket.delete_object(Bucket=storage.location.bucket, Key=damaged)
+        unreadable = restore(live, storage, dagster_instance, target_database=database, replace=True)
+        assert not unreadable.success
+        assert "404" in failure_message(unreadable)
+        assert contents(client) == before
         assert not staging_tables(client)
 
 
