@@ -2,11 +2,16 @@
 dictionary, in `default` (the embedded engine's `Overlay` database; an `Atomic` one on a server) and in an
 `Atomic` database of the test's own. Each test runs the real backup and restore jobs against SeaweedFS."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +22,6 @@ from dags.common import PROJECT_ROOT, ClickHouseClient, ClickHouseError, ClickHo
 from dags.events import generate_demo_events
 from dags.exchange_rate.sources import DayRates
 from dags.exchange_rate.storage import write_rates
-from dags.management.backups.jobs import clickhouse_restore_job
 from dags.management.backups.storage import BackupStorage
 from dags.tests.conftest import S3Server, server_url_with_database
 from dags.tests.test_backups import backup, failure_message, object_keys, restore, storage  # noqa: F401 - a fixture
@@ -54,17 +58,21 @@ def drop_demo_objects(client: ClickHouseClient) -> None:
         client.command("DROP TABLE IF EXISTS {table:Identifier} SYNC", {"table": row["name"]})
 
 
+def load_demo_data(client: ClickHouseClient) -> None:
+    drop_demo_objects(client)
+    generate_demo_events(client, start_date=FIRST_DAY, days=2, events=2_000)
+    for pre_aggregate in (STATS, BOUNCES):
+        refresh_window(client, pre_aggregate, first_day=FIRST_DAY, end_day=END_DAY, run_id="demo")
+    write_rates(client, [rates_day(RATES_AT_BACKUP)])
+
+
 @pytest.fixture(params=["default", "own"])
 def live(request: pytest.FixtureRequest, clickhouse: ClickHouseResource) -> Iterator[ClickHouseResource]:
     """The deployment's database with demo-like data: 2,000 events over two days, both pre-aggregates of
     those days, and the exchange rates with `exchange_rate_dict` reading them. `default` is emptied after."""
     resource = clickhouse if request.param == "own" else resource_on(clickhouse, "default")
     with resource.get_client() as client:
-        drop_demo_objects(client)
-        generate_demo_events(client, start_date=FIRST_DAY, days=2, events=2_000)
-        for pre_aggregate in (STATS, BOUNCES):
-            refresh_window(client, pre_aggregate, first_day=FIRST_DAY, end_day=END_DAY, run_id="demo")
-        write_rates(client, [rates_day(RATES_AT_BACKUP)])
+        load_demo_data(client)
     yield resource
     with resource.get_client() as client:
         drop_demo_objects(client)
@@ -131,36 +139,72 @@ def test_replacing_every_live_table_restores_them_all_and_the_dictionary_answers
         assert not staging_tables(client)
 
 
-def readme_restore_config() -> dict[str, Any]:
+def readme_restore_config() -> str:
     """The run config README's Backups section gives for `clickhouse_restore_job`, exactly as written."""
     readme = (PROJECT_ROOT / "README.md").read_text()
     line = next(line for line in readme.splitlines() if "-c restore.yaml" in line)
-    return yaml.safe_load(line.split("#", 1)[1])
+    return line.split("#", 1)[1].strip()
 
 
-@pytest.mark.parametrize("live", ["default"], indirect=True)
-def test_readmes_recipe_brings_back_a_dropped_events_table_word_for_word(
-    live: ClickHouseResource,
-    storage: BackupStorage,  # noqa: F811
-    dagster_instance: DagsterInstance,
+# Sets up or reads the deployment's ClickHouse in a process of its own: the embedded engine opens one data
+# path per process, and the test's process holds the session's.
+CLICKHOUSE_SCRIPT = """
+import json, sys
+from dags.common import ClickHouseResource
+from dags.tests.test_restore_all_or_nothing import contents, dictionary_rates, load_demo_data
+url, action = sys.argv[1:3]
+with ClickHouseResource(url=url).get_client(create_database=True) as client:
+    if action == "load":
+        load_demo_data(client)
+    elif action == "drop events":
+        client.command("DROP TABLE events SYNC")
+    rates = {currency: str(rate) for currency, rate in dictionary_rates(client).items()}
+    print(json.dumps({"contents": contents(client), "rates": rates}))
+"""
+
+
+def deployment(url: str, action: str = "read") -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-c", CLICKHOUSE_SCRIPT, url, action],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def dagster(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", *args],
+        cwd=PROJECT_ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    return output
+
+
+@pytest.mark.slow
+def test_readmes_recipe_brings_back_a_dropped_events_table_word_for_word_through_the_cli(
+    storage: BackupStorage,  # noqa: F811 - sets CLICKHOUSE_BACKUP_URL and AWS_* as a deployment does
+    tmp_path: Path,
 ) -> None:
     config = readme_restore_config()
-    assert config == {"ops": {"restore_clickhouse_backup": {"config": {"target_database": "default", "replace": True}}}}
-    with live.get_client() as client:
-        at_backup = contents(client)
-        assert backup(live, storage, dagster_instance).success
-        client.command("DROP TABLE events SYNC")
+    assert yaml.safe_load(config) == {
+        "ops": {"restore_clickhouse_backup": {"config": {"target_database": "default", "replace": True}}}
+    }
+    (tmp_path / "restore.yaml").write_text(config + "\n")
+    (tmp_path / "home").mkdir()
+    url = f"chdb://{tmp_path / 'clickhouse'}"  # the deployment's database: `default`
+    env = {"DAGSTER_HOME": str(tmp_path / "home"), "CLICKHOUSE_URL": url}
+    at_backup = deployment(url, "load")
+    assert sorted(at_backup["contents"]) == sorted(DEMO_TABLES)
 
-        result = clickhouse_restore_job.execute_in_process(
-            run_config=config,
-            resources={"clickhouse": live, "backup_storage": storage},
-            instance=dagster_instance,
-            raise_on_error=False,
-        )
+    dagster("job", "execute", "-m", "dags.definitions", "-j", "clickhouse_backup_job", env=env)
+    assert "events" not in deployment(url, "drop events")["contents"]
+    restore_job = ["job", "execute", "-m", "dags.definitions", "-j", "clickhouse_restore_job"]
+    output = dagster(*restore_job, "-c", str(tmp_path / "restore.yaml"), env=env)
 
-        assert result.success, failure_message(result)
-        assert contents(client) == at_backup
-        assert dictionary_rates(client) == RATES_AT_BACKUP
+    assert "RUN_SUCCESS" in output
+    assert deployment(url) == at_backup
 
 
 class _FailingSwaps:
