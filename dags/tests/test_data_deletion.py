@@ -377,12 +377,18 @@ def test_malformed_requests_are_rejected_with_their_reason_and_delete_nothing(
     with clickhouse.get_client() as client:
         generate_demo_events(client, start_date=DAYS[0], days=1, events=500, seed=3)
         before = events_rows(client)
+    run_deletion(clickhouse, exports, dagster_instance)  # creates the request table
+    with clickhouse.get_client() as client:
         for team, key_type, key in [(1, "user", ""), (1, "person", "not-a-uuid"), (99, "team", "")]:
-            insert_request(client, team, key_type, key)
+            client.command(  # in SQL: the request job refuses them before they are stored
+                f"INSERT INTO {TABLE} (team_id, key_type, key, created_at) "
+                "VALUES ({team:Int64}, {key_type:String}, {key:String}, now64(6, 'UTC'))",
+                {"team": team, "key_type": key_type, "key": key},
+            )
 
     result = run_deletion(clickhouse, exports, dagster_instance)
 
-    assert result.success
+    assert not result.success  # a run that rejected requests says so
     with clickhouse.get_client() as client:
         assert events_rows(client) == before
         reasons = {(row["team_id"], row["key_type"]): (row["status"], row["reason"]) for row in request_rows(client)}
