@@ -117,6 +117,12 @@ def test_a_late_event_after_a_killed_run_is_planned_again_and_the_next_run_finis
         before = events_rows(client)
         assert rows_of(client, person) == LATE_EVENTS + (first_rows if killed_after == "plan_deletions" else 0)
     late_files = {path: content for path, content in exports.list_files().items() if f"date={LATE_DAY}" in path}
+    dry = run_deletion(clickhouse, exports, dagster_instance, dry_run=True)  # reports the late day, changes nothing
+    assert dry.success
+    [planned] = dry.output_for_node("plan_deletions", "report")["requests"]
+    assert planned["rows_by_day"][LATE_DAY.isoformat()] == LATE_EVENTS
+    with clickhouse.get_client() as client:
+        assert [row["status"] for row in request_rows(client)] == [stage]
 
     rerun = run_deletion(clickhouse, exports, dagster_instance)
 
