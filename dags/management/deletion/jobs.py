@@ -24,6 +24,7 @@ from dags.management.deletion.ops import (
     rewrite_web_pre_aggregated_stats_exports,
     verify_and_complete,
 )
+from dags.management.deletion.rejections import report_rejected_requests
 
 JOB_NAME = "data_deletion_job"
 MAX_RUNTIME_SECONDS = 6 * 3600  # dagster/max_runtime of a deletion run
@@ -34,10 +35,12 @@ MAX_RUNTIME_SECONDS = 6 * 3600  # dagster/max_runtime of a deletion run
     tags={**OWNER.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
     description="Carry out every open data deletion request: delete the rows from events, recompute the web "
     "analytics pre-aggregates of the days they were in, rewrite those days' exported files, verify, and record "
-    "it in data_deletion_requests. dry_run: true reports what would happen and changes nothing.",
+    "it in data_deletion_requests. A run that rejected requests fails, naming them. dry_run: true reports what "
+    "would happen and changes nothing.",
 )
 def data_deletion_job() -> None:
-    _report, request_ids = plan_deletions()
+    report, request_ids = plan_deletions()
+    report_rejected_requests(report)
     recomputed = recompute_pre_aggregates(delete_requested_events(request_ids))
     verify_and_complete(
         recomputed,

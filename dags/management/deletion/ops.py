@@ -2,8 +2,10 @@
 
 Each op records every request's stage in ``data_deletion_requests`` when it has finished its part, and
 takes only the requests that have not passed its stage yet: a run killed anywhere is finished by the next
-one, which skips what was done. Each op sits in the pool of what it rewrites, so with run granularity
-(``dagster.yaml``) a deletion run waits for pre-aggregate and export runs, and for other deletion runs.
+one, which skips what was done; a resumed request whose rows are in ``events`` again (a late event) is
+planned again first (``replan``), so the steps run once more for the days that hold them. Each op sits in
+the pool of what it rewrites, so with run granularity (``dagster.yaml``) a deletion run waits for
+pre-aggregate and export runs, and for other deletion runs.
 """
 
 import time
@@ -42,6 +44,7 @@ from dags.management.deletion.plan import (
     team_has_events,
 )
 from dags.management.deletion.recompute import recompute_days
+from dags.management.deletion.replan import replan_leftovers, still_in_events
 from dags.management.deletion.rewrite import rewrite_files
 from dags.management.deletion.settings import load_deletion_settings
 from dags.management.deletion.verify import deleted_rows_in_file, failed_pre_aggregate_checks, rows_left_in_events
@@ -159,6 +162,16 @@ def plan_deletions(
                     request = replace(request, **planned)
                 else:
                     request = store.write_status(client, request, **planned)
+            elif replanned := replan_leftovers(client, request):
+                context.log.warning(
+                    f"{request.describe()} ({request.status}) still has rows in events: planned again with "
+                    f"{', '.join(str(day) for day in replanned['event_days'])}"
+                )
+                replanned["run_id"] = run_id
+                if config.dry_run:
+                    request = replace(request, **replanned)
+                else:
+                    request = store.write_status(client, request, **replanned)
             accepted.append(request)
     destination = export_destination.open()
     not_rewritten = [request for request in accepted if not request.reached(store.DONE)]
@@ -207,7 +220,8 @@ def delete_requested_events(
 ) -> Output:
     with retried_when_transient(), clickhouse.get_client(context) as client:
         todo = [r for r in store.requests_by_id(client, request_ids) if not r.reached(store.EVENTS_DELETED)]
-        mutations = delete_events(client, todo, SETTINGS.mutation_timeout_seconds, log_to(context))
+        left = [still_in_events(client, request) for request in todo]
+        mutations = delete_events(client, left, SETTINGS.mutation_timeout_seconds, log_to(context))
         for request in todo:
             store.write_status(client, request, status=store.EVENTS_DELETED, run_id=context.run.run_id)
     pause_for_tests("delete_requested_events", context)
