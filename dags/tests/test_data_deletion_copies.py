@@ -121,6 +121,8 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
         entry("team_pg", team, postgres_url(postgres, database, "team_events")),
         # Never exported on the person's day: the deletion must not create that day.
         entry("team_pg_gaps", team, postgres_url(postgres, database, "team_gaps")),
+        # Declared, never run: its table does not exist yet.
+        entry("team_pg_never", team, postgres_url(postgres, database, "team_never")),
         entry("other_folder", other, other_folder.as_uri()),
     )
     for name in ("team_folder", "team_gcs", "team_pg", "other_folder"):
@@ -163,7 +165,7 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
         + [
             f"postgresql://{postgres.user}@127.0.0.1:{postgres.port}/{database}?table={table} "
             f"(timestamp on {PERSON_DAY})"
-            for table in ("team_events", "team_gaps")
+            for table in ("team_events", "team_gaps", "team_never")
         ]
     )
     assert len(of_day(before["team_s3"], PERSON_DAY)) > 1  # one file per hour
@@ -184,14 +186,20 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
     assert pg_uuids(postgres, database, "team_events", person) == set()
     assert pg_uuids(postgres, database, "team_events") == before_pg - persons_pg
     assert pg_uuids(postgres, database, "team_gaps") == before_gaps  # the day never exported stays so
+    assert postgres_rows(postgres, database, "SELECT to_regclass('team_never')") == [(None,)]  # nor created
     with clickhouse.get_client() as client:
         [request] = request_rows(client)
     assert request["status"] == "done"
     assert set(expected_places) <= set(request["files_rewritten"])  # the audit record lists every copy
 
 
+@pytest.mark.parametrize("content", [None, "exports: 3\n"], ids=["missing", "malformed"])
 def test_a_bad_batch_exports_file_fails_the_deletion_naming_the_variable_and_deletes_nothing(
-    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: str | None,
 ) -> None:
     deployment = local_exports(tmp_path / "exports")
     build_warehouse(clickhouse, deployment)
@@ -199,13 +207,194 @@ def test_a_bad_batch_exports_file_fails_the_deletion_naming_the_variable_and_del
         team, person = person_of_one_day(client, PERSON_DAY)
         insert_request(client, team, "person", person)
         before = client.command("SELECT count() FROM events")
-    monkeypatch.setenv("BATCH_EXPORTS_FILE", str(tmp_path / "missing.yaml"))
+    path = tmp_path / "batch_exports.yaml"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("BATCH_EXPORTS_FILE", str(path))
 
     result = run_deletion(clickhouse, deployment, dagster_instance)
 
     assert not result.success
-    assert "BATCH_EXPORTS_FILE" in failure_message(result)
+    assert "BATCH_EXPORTS_FILE: the deletion cannot list the batch exports it must reach" in failure_message(result)
     with clickhouse.get_client() as client:
         assert client.command("SELECT count() FROM events") == before
         [request] = request_rows(client)
     assert request["status"] != "done"
+
+
+# --- Verification reads each copy back: a stale copy keeps the request open --------------------------------
+
+
+def person_request_with_copies(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *entries: dict[str, Any],
+    days: dict[str, list[date]] | None = None,
+) -> tuple[Any, int, str]:
+    """A warehouse, batch exports of the person's team (``entry(name, "TEAM", url)``) exported on ``days``
+    (default: every day), and a pending request for the person."""
+    deployment = local_exports(tmp_path / "exports")
+    build_warehouse(clickhouse, deployment)
+    with clickhouse.get_client() as client:
+        team, person = person_of_one_day(client, PERSON_DAY)
+        insert_request(client, team, "person", person)
+    assets = declare(tmp_path, monkeypatch, *({**item, "team_id": team} for item in entries))
+    for item in entries:
+        exported(assets, clickhouse, dagster_instance, item["name"], (days or {}).get(item["name"], DAYS))
+    return deployment, team, person
+
+
+def break_batch_rewrite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken batch rewrite: it reports success and writes nothing."""
+    import dags.management.deletion.copy_ops as copy_ops
+
+    monkeypatch.setattr(copy_ops, "rewrite_copy", lambda *args: [])
+
+
+def test_a_postgres_copy_still_holding_the_persons_rows_keeps_the_request_open_naming_the_export(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    database = postgres.create_database("stale")
+    url = postgres_url(postgres, database, "team_events")
+    deployment, _, person = person_request_with_copies(
+        clickhouse, dagster_instance, tmp_path, monkeypatch, entry("team_pg", 0, url)
+    )
+    left = len(pg_uuids(postgres, database, "team_events", person))
+    break_batch_rewrite(monkeypatch)
+
+    result = run_deletion(clickhouse, deployment, dagster_instance)
+
+    assert not result.success
+    assert f"batch export team_pg: {url} (timestamp on {PERSON_DAY}) still holds {left:,} of the request's rows" in (
+        failure_description(result)
+    )
+    assert len(pg_uuids(postgres, database, "team_events", person)) == left > 0
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert request["status"] == "pre_aggregates_recomputed"  # open: the next run finishes it
+
+
+def test_a_batch_parquet_file_still_holding_the_persons_rows_keeps_the_request_open_naming_the_file(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "batch"
+    deployment, _, person = person_request_with_copies(
+        clickhouse, dagster_instance, tmp_path, monkeypatch, entry("team_folder", 0, folder.as_uri())
+    )
+    stale_path = folder / "events" / f"date={PERSON_DAY}" / DATA_FILE
+    left = sum(row["person_id"] == person for row in rows(stale_path.read_bytes()))
+    break_batch_rewrite(monkeypatch)
+
+    result = run_deletion(clickhouse, deployment, dagster_instance)
+
+    assert not result.success
+    stale_url = f"{folder.as_uri()}/events/date={PERSON_DAY}/{DATA_FILE}"
+    assert f"batch export team_folder: {stale_url} still holds {left:,} of the request's rows" in (
+        failure_description(result)
+    )
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert left > 0 and request["status"] == "pre_aggregates_recomputed"
+
+
+def test_a_copy_without_person_id_is_proven_by_its_row_count_and_a_stale_one_keeps_the_request_open(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    database = postgres.create_database("anonymous")
+    columns = ["uuid", "event", "timestamp", "distinct_id"]
+    url = postgres_url(postgres, database, "team_events")
+    deployment, team, person = person_request_with_copies(
+        clickhouse,
+        dagster_instance,
+        tmp_path,
+        monkeypatch,
+        entry("team_pg", 0, url, columns=columns),
+        # Never exported on the person's day: nothing to prove there, and nothing created.
+        entry("team_pg_gaps", 0, postgres_url(postgres, database, "team_gaps"), columns=columns),
+        days={"team_pg_gaps": [DAYS[0], DAYS[2]]},
+    )
+    with clickhouse.get_client() as client:
+        theirs = {
+            row["uuid"]
+            for row in client.query_rows(
+                "SELECT toString(uuid) AS uuid FROM events WHERE person_id = toUUID({person:String})",
+                {"person": person},
+            )
+        }
+    before, before_gaps = pg_uuids(postgres, database, "team_events"), pg_uuids(postgres, database, "team_gaps")
+    assert theirs and theirs <= before
+    with monkeypatch.context() as broken:
+        break_batch_rewrite(broken)
+        stale = run_deletion(clickhouse, deployment, dagster_instance)
+    assert not stale.success
+    [(held,)] = postgres_rows(
+        postgres,
+        database,
+        f"SELECT count(*) FROM team_events WHERE timestamp >= '{PERSON_DAY} 00:00+00' "
+        f"AND timestamp < '{DAYS[2]} 00:00+00'",
+    )
+    assert (
+        f"batch export team_pg: {url} (timestamp on {PERSON_DAY}) holds {held:,} rows where events now gives "
+        f"{held - len(theirs):,}" in failure_description(stale)
+    )
+
+    rerun = run_deletion(clickhouse, deployment, dagster_instance)
+
+    assert rerun.success, failure_message(rerun)
+    assert pg_uuids(postgres, database, "team_events") == before - theirs
+    assert pg_uuids(postgres, database, "team_gaps") == before_gaps
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert request["status"] == "done" and request["team_id"] == team
+
+
+def test_a_team_deletion_empties_the_teams_batch_exports_of_every_changed_day(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deployment = local_exports(tmp_path / "exports")
+    build_warehouse(clickhouse, deployment)
+    database = postgres.create_database("team")
+    folder, anonymous = tmp_path / "batch" / "team", tmp_path / "batch" / "anonymous"
+    assets = declare(
+        tmp_path,
+        monkeypatch,
+        entry("team_folder", 2, folder.as_uri()),
+        entry("team_no_team_column", 2, anonymous.as_uri(), columns=["uuid", "event", "timestamp"]),
+        entry("team_pg", 2, postgres_url(postgres, database, "team_events")),
+        entry("team_stats_pg", 2, postgres_url(postgres, database, "team_stats"), dataset="web_pre_aggregated_stats"),
+    )
+    for name in ("team_folder", "team_no_team_column", "team_pg", "team_stats_pg"):
+        exported(assets, clickhouse, dagster_instance, name)
+    assert all(rows(content) for content in folder_files(folder)().values())
+    with clickhouse.get_client() as client:
+        insert_request(client, 2, "team", "")
+
+    result = run_deletion(clickhouse, deployment, dagster_instance)
+
+    assert result.success, failure_message(result)
+    for root in (folder, anonymous):
+        files = folder_files(root)()
+        assert len(files) == len(DAYS) and all(rows(content) == [] for content in files.values()), root
+    for table in ("team_events", "team_stats"):
+        assert postgres_rows(postgres, database, f"SELECT count(*) FROM {table}") == [(0,)], table
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert request["status"] == "done"
+    assert len([place for place in request["files_rewritten"] if "table=team_stats" in place]) == len(DAYS)
