@@ -69,8 +69,14 @@ def of_day(files: dict[str, bytes], day: date) -> dict[str, bytes]:
     return {path: content for path, content in files.items() if f"date={day}" in path}
 
 
-def exported(assets: dict[str, AssetsDefinition], clickhouse: ClickHouseResource, instance: DagsterInstance,
-             name: str, days: list[date] = DAYS, hourly: bool = False) -> None:  # fmt: skip
+def exported(
+    assets: dict[str, AssetsDefinition],
+    clickhouse: ClickHouseResource,
+    instance: DagsterInstance,
+    name: str,
+    days: list[date] = DAYS,
+    hourly: bool = False,
+) -> None:
     """Materialize a batch export for each of ``days`` (as its schedule would have)."""
     for day in days:
         if hourly:
@@ -115,12 +121,18 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
         tmp_path,
         monkeypatch,
         entry("team_folder", team, folder.as_uri()),
-        entry("team_s3", team, f"s3://{s3_bucket}/acme", interval="hour",
-              credentials_env=export_s3_credentials(monkeypatch, s3_server)),  # fmt: skip
+        entry(
+            "team_s3",
+            team,
+            f"s3://{s3_bucket}/acme",
+            interval="hour",
+            credentials_env=export_s3_credentials(monkeypatch, s3_server),
+        ),
         entry("team_gcs", team, f"gs://{gcs_bucket}/acme"),
         entry("team_pg", team, postgres_url(postgres, database, "team_events")),
         # Never exported on the person's day: the deletion must not create that day.
         entry("team_pg_gaps", team, postgres_url(postgres, database, "team_gaps")),
+        entry("team_folder_gaps", team, (tmp_path / "batch" / "gaps").as_uri()),
         # Declared, never run: its table does not exist yet.
         entry("team_pg_never", team, postgres_url(postgres, database, "team_never")),
         entry("other_folder", other, other_folder.as_uri()),
@@ -128,7 +140,9 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
     for name in ("team_folder", "team_gcs", "team_pg", "other_folder"):
         exported(assets, clickhouse, dagster_instance, name)
     exported(assets, clickhouse, dagster_instance, "team_s3", hourly=True)
-    exported(assets, clickhouse, dagster_instance, "team_pg_gaps", days=[DAYS[0], DAYS[2]])
+    for name in ("team_pg_gaps", "team_folder_gaps"):
+        exported(assets, clickhouse, dagster_instance, name, days=[DAYS[0], DAYS[2]])
+    before_folder_gaps = folder_files(tmp_path / "batch" / "gaps")()
     copies = {
         "team_folder": folder_files(folder),
         "team_s3": s3_files(s3_server, s3_bucket, "acme"),
@@ -140,8 +154,8 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
     persons_pg = pg_uuids(postgres, database, "team_events", person)
     before_gaps = pg_uuids(postgres, database, "team_gaps")
     for name, files in before.items():
-        assert any(row["person_id"] == person for content in of_day(files, PERSON_DAY).values()
-                   for row in rows(content)), name  # fmt: skip
+        held = [row["person_id"] for content in of_day(files, PERSON_DAY).values() for row in rows(content)]
+        assert person in held, name
     assert persons_pg and before_gaps
 
     requested = request_data_deletion.execute_in_process(
@@ -186,6 +200,7 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
     assert pg_uuids(postgres, database, "team_events", person) == set()
     assert pg_uuids(postgres, database, "team_events") == before_pg - persons_pg
     assert pg_uuids(postgres, database, "team_gaps") == before_gaps  # the day never exported stays so
+    assert folder_files(tmp_path / "batch" / "gaps")() == before_folder_gaps
     assert postgres_rows(postgres, database, "SELECT to_regclass('team_never')") == [(None,)]  # nor created
     with clickhouse.get_client() as client:
         [request] = request_rows(client)
