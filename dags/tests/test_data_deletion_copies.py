@@ -133,7 +133,8 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
         # Never exported on the person's day: the deletion must not create that day.
         entry("team_pg_gaps", team, postgres_url(postgres, database, "team_gaps")),
         entry("team_folder_gaps", team, (tmp_path / "batch" / "gaps").as_uri()),
-        # Declared, never run: its table does not exist yet.
+        # Declared, never run: its folder and its table do not exist yet.
+        entry("team_folder_never", team, (tmp_path / "batch" / "never").as_uri()),
         entry("team_pg_never", team, postgres_url(postgres, database, "team_never")),
         entry("other_folder", other, other_folder.as_uri()),
     )
@@ -202,6 +203,7 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
     assert pg_uuids(postgres, database, "team_gaps") == before_gaps  # the day never exported stays so
     assert folder_files(tmp_path / "batch" / "gaps")() == before_folder_gaps
     assert postgres_rows(postgres, database, "SELECT to_regclass('team_never')") == [(None,)]  # nor created
+    assert not (tmp_path / "batch" / "never").exists()
     with clickhouse.get_client() as client:
         [request] = request_rows(client)
     assert request["status"] == "done"

@@ -23,9 +23,11 @@ def rewrite_copy(
     """Export each held interval of ``days`` again with the export's selection; returns the places written."""
     resource = copy.resource
     destination = resource.open()
-    destination.check_access()
+    windows = copy.intervals(destination, days)
+    if windows:  # a copy with nothing to rewrite is left alone (check_access may create a folder)
+        destination.check_access()
     written: list[str] = []
-    for window in copy.intervals(destination, days):
+    for window in windows:
         place = place_of(copy, destination, window)
         if isinstance(destination, PostgresTable):
             if not destination.count_rows(copy.dataset.time_column, window):
