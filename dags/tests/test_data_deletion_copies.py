@@ -415,3 +415,40 @@ def test_a_team_deletion_empties_the_teams_batch_exports_of_every_changed_day(
         [request] = request_rows(client)
     assert request["status"] == "done"
     assert len([place for place in request["files_rewritten"] if "table=team_stats" in place]) == len(DAYS)
+
+
+def test_a_team_deletion_that_leaves_the_teams_rows_in_its_batch_exports_keeps_the_request_open(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deployment = local_exports(tmp_path / "exports")
+    build_warehouse(clickhouse, deployment)
+    database = postgres.create_database("team_stale")
+    url, anonymous = postgres_url(postgres, database, "team_events"), tmp_path / "batch" / "anonymous"
+    assets = declare(
+        tmp_path,
+        monkeypatch,
+        entry("team_pg", 2, url),
+        entry("team_no_team_column", 2, anonymous.as_uri(), columns=["uuid", "event", "timestamp"]),
+    )
+    for name in ("team_pg", "team_no_team_column"):
+        exported(assets, clickhouse, dagster_instance, name, days=[PERSON_DAY])
+    [(in_table,)] = postgres_rows(postgres, database, "SELECT count(*) FROM team_events WHERE team_id = 2")
+    in_file = len(rows((anonymous / "events" / f"date={PERSON_DAY}" / DATA_FILE).read_bytes()))
+    with clickhouse.get_client() as client:
+        insert_request(client, 2, "team", "")
+    break_batch_rewrite(monkeypatch)
+
+    result = run_deletion(clickhouse, deployment, dagster_instance)
+
+    assert not result.success
+    description = failure_description(result)
+    assert f"batch export team_pg: {url} (timestamp on {PERSON_DAY}) still holds {in_table:,} of" in description
+    stale_url = f"{anonymous.as_uri()}/events/date={PERSON_DAY}/{DATA_FILE}"
+    assert f"batch export team_no_team_column: {stale_url} still holds {in_file:,} of" in description
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert in_table > 0 and in_file > 0 and request["status"] == "pre_aggregates_recomputed"
