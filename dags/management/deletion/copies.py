@@ -19,6 +19,7 @@ from dags.exports.destinations.postgres import PostgresTable
 from dags.exports.manifest import DATA_FILE
 from dags.exports.resource import ExportDestination
 from dags.exports.settings import load_export_settings
+from dags.management.deletion.requests import DeletionRequest
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,13 @@ def place_of(copy: BatchCopy, destination: Destination | PostgresTable, window: 
     return destination.url_of(file_path(copy, window))
 
 
-def planned_places(copies: Sequence[BatchCopy], days_of_team: dict[int, tuple[list[date], list[date]]]) -> list[str]:
-    """Every place of ``copies`` a deletion of ``days_of_team`` (team -> events days, pre-aggregate days) reaches."""
+def planned_places(copies: Sequence[BatchCopy], requests: Sequence[DeletionRequest]) -> list[str]:
+    """Every place of ``copies`` that the planned ``requests`` of their teams reach."""
     places: list[str] = []
     for copy in copies:
-        event_days, pre_aggregate_days = days_of_team.get(copy.export.team_id, ([], []))
+        mine = [request for request in requests if request.team_id == copy.export.team_id]
+        event_days = [day for request in mine for day in request.event_days]
+        pre_aggregate_days = [day for request in mine for day in request.pre_aggregate_days]
         destination = copy.resource.open()
         for window in copy.intervals(destination, copy.days(event_days, pre_aggregate_days)):
             places.append(place_of(copy, destination, window))

@@ -168,14 +168,7 @@ def plan_deletions(
         destination, days_of(not_rewritten, "event_days"), days_of(not_rewritten, "pre_aggregate_days")
     ).files
     teams = sorted({request.team_id for request in not_rewritten})
-    days_of_team = {
-        team: (
-            days_of([r for r in not_rewritten if r.team_id == team], "event_days"),
-            days_of([r for r in not_rewritten if r.team_id == team], "pre_aggregate_days"),
-        )
-        for team in teams
-    }
-    batch_places = planned_places(batch_copies(teams), days_of_team) if teams else []
+    batch_places = planned_places(batch_copies(teams), not_rewritten) if teams else []
     report = {
         "dry_run": config.dry_run,
         "requests": [request.audit() for request in accepted],
@@ -360,7 +353,9 @@ def verify_and_complete(
             # must not let the request pass.
             planned = exported_files(destination, request.event_days, request.days_recomputed).files
             urls = {(file.dataset.name, file.day): url for file, url in rewritten}
-            mine = [(file, urls.get((file.dataset.name, file.day), destination.url_of(file.path))) for file in planned]
+            mine = [
+                (file, urls.get((file.dataset.name, file.day), destination.url_of(file.path))) for file in planned
+            ]
             for file, url in mine:
                 still = deleted_rows_in_file(destination, file, request)
                 if still:
