@@ -186,6 +186,27 @@ class PostgresTable:
             (qualified, qualified),
         ).fetchone()[0]
 
+    def count_rows(
+        self, time_column: str, window: ExportWindow, team_id: int | None = None, person_id: str | None = None
+    ) -> int:
+        """The table's rows of the interval (only one team's, only one person's, when given); 0 when the table
+        does not exist. Data deletion counts what is left of a request with it."""
+        from psycopg import sql
+
+        condition = sql.SQL("{time} >= %(start)s AND {time} < %(end)s").format(time=sql.Identifier(time_column))
+        if team_id is not None:
+            condition += sql.SQL(" AND team_id = %(team)s::bigint")
+        if person_id is not None:
+            condition += sql.SQL(" AND person_id = %(person)s::uuid")
+        with self.connect() as connection:
+            schema = self.target.schema or connection.execute("SELECT current_schema()").fetchone()[0]
+            qualified = f"{schema}.{self.target.table}"
+            if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]:
+                return 0
+            statement = sql.SQL("SELECT count(*) FROM {} WHERE ").format(self._identifier()) + condition
+            parameters = {"start": window.start, "end": window.end, "team": team_id, "person": person_id}
+            return int(connection.execute(statement, parameters).fetchone()[0])
+
     def _create_table(self, cursor: psycopg.Cursor, schema: pa.Schema) -> None:
         from psycopg import sql
 

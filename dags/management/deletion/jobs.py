@@ -13,6 +13,7 @@ from pydantic import Field
 
 from dags.common import ClickHouseResource
 from dags.management.deletion import requests as store
+from dags.management.deletion.copy_ops import rewrite_batch_exports
 from dags.management.deletion.ops import (
     OP_TAGS,
     OWNER,
@@ -47,6 +48,7 @@ def data_deletion_job() -> None:
         rewrite_events_exports(recomputed),
         rewrite_web_pre_aggregated_stats_exports(recomputed),
         rewrite_web_pre_aggregated_bounces_exports(recomputed),
+        rewrite_batch_exports(recomputed),
     )
 
 

@@ -34,6 +34,8 @@ from dags.exports.datasets import EVENTS_DATASET, WEB_BOUNCES_DATASET, WEB_STATS
 from dags.exports.publish import worth_retrying
 from dags.exports.resource import ExportDestination
 from dags.management.deletion import requests as store
+from dags.management.deletion.copies import batch_copies, planned_places
+from dags.management.deletion.copy_verify import verify_copy
 from dags.management.deletion.events import delete_events
 from dags.management.deletion.plan import (
     EXPORTED_DATASETS,
@@ -178,6 +180,8 @@ def plan_deletions(
     files = exported_files(
         destination, days_of(not_rewritten, "event_days"), days_of(not_rewritten, "pre_aggregate_days")
     ).files
+    teams = sorted({request.team_id for request in not_rewritten})
+    batch_places = planned_places(batch_copies(teams), not_rewritten) if teams else []
     report = {
         "dry_run": config.dry_run,
         "requests": [request.audit() for request in accepted],
@@ -187,6 +191,7 @@ def plan_deletions(
         ),
         "days_to_recompute": [day.isoformat() for day in days_of(accepted, "pre_aggregate_days")],
         "files_to_rewrite": [destination.url_of(file.path) for file in files],
+        "batch_exports_to_rewrite": batch_places,
     }
     if not accepted and not rejected:
         context.log.info("No pending deletion requests: nothing to do.")
@@ -194,7 +199,7 @@ def plan_deletions(
         context.log.info(
             f"{'Dry run: would delete' if config.dry_run else 'Deleting'} {report['rows_to_delete']:,} rows for "
             f"{len(accepted)} request(s), recompute {len(report['days_to_recompute'])} day(s), rewrite "
-            f"{len(files)} file(s); {len(rejected)} request(s) rejected"
+            f"{len(files)} file(s) and {len(batch_places)} batch export place(s); {len(rejected)} request(s) rejected"
         )
     yield Output(
         report,
@@ -207,6 +212,7 @@ def plan_deletions(
             "rows_by_team_and_day": rows_by_team_and_day(accepted),
             "days_to_recompute": MetadataValue.json(report["days_to_recompute"]),
             "files_to_rewrite": MetadataValue.json(report["files_to_rewrite"]),
+            "batch_exports_to_rewrite": MetadataValue.json(batch_places),
             "destination": destination.url,
         },
     )
@@ -319,7 +325,13 @@ rewrite_web_pre_aggregated_bounces_exports = rewrite_op(WEB_BOUNCES_DATASET)
 
 
 @op(
-    ins={"request_ids": In(list), "events_files": In(list), "stats_files": In(list), "bounces_files": In(list)},
+    ins={
+        "request_ids": In(list),
+        "events_files": In(list),
+        "stats_files": In(list),
+        "bounces_files": In(list),
+        "batch_places": In(list),
+    },
     pool=DELETION_POOL,
     tags=OP_TAGS,
     description="Prove each request carried out, then mark it done with what was removed.",
@@ -332,6 +344,7 @@ def verify_and_complete(
     events_files: list[dict[str, str]],
     stats_files: list[dict[str, str]],
     bounces_files: list[dict[str, str]],
+    batch_places: list[str],
 ) -> Output:
     datasets = {dataset.name: dataset for dataset in EXPORTED_DATASETS}
     rewritten = [
@@ -361,6 +374,12 @@ def verify_and_complete(
                 still = deleted_rows_in_file(destination, file, request)
                 if still:
                     found.append(f"{url} still holds {still:,} of the request's rows")
+            # Every batch export of the team, read back from the copy itself.
+            copied: list[str] = []
+            for copy in batch_copies([request.team_id]):
+                places, leftovers = verify_copy(client, copy, request)
+                copied += places
+                found += leftovers
             if found:
                 problems[request.request_id] = found
                 continue
@@ -370,7 +389,7 @@ def verify_and_complete(
                     request,
                     status=store.DONE,
                     rows_deleted=request.planned_rows,
-                    files_rewritten=[url for _, url in mine],
+                    files_rewritten=[url for _, url in mine] + copied,
                     run_id=context.run.run_id,
                 )
             )
