@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,31 @@ def test_restoring_over_live_tables_is_refused_without_replace_and_brings_droppe
     ]
     assert warnings and "exchange_rate" in warnings[0]
     assert not ch.query_rows("SELECT name FROM system.tables WHERE name LIKE '%\\\\_\\\\_restore\\\\_%'")
+
+
+def test_replacing_tables_in_a_database_without_exchange_swaps_them_in_by_renames(
+    clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
+) -> None:
+    ch = tables
+    # A database without EXCHANGE TABLES on any server: the deprecated Ordinary engine.
+    target = f"ordinary_{uuid.uuid4().hex[:8]}"
+    ch.command(
+        "CREATE DATABASE {db:Identifier} ENGINE = Ordinary", {"db": target}, {"allow_deprecated_database_ordinary": 1}
+    )
+    assert ch.command("SELECT engine FROM system.databases WHERE name = {db:String}", {"db": target}) == "Ordinary"
+    events, rates = rows(ch, "events"), rows(ch, "exchange_rate")
+    assert backup(clickhouse, storage, dagster_instance).success
+    try:
+        assert restore(clickhouse, storage, dagster_instance, target_database=target).success
+        ch.command(f"INSERT INTO {target}.exchange_rate VALUES ('EUR', '2026-11-01', 1, 2)")
+        replaced = restore(clickhouse, storage, dagster_instance, target_database=target, replace=True)
+        assert replaced.success, failure_message(replaced)
+        assert rows(ch, f"{target}.events") == events
+        assert rows(ch, f"{target}.exchange_rate") == rates
+        left = ch.query_rows("SELECT name FROM system.tables WHERE database = {db:String}", {"db": target})
+        assert sorted(row["name"] for row in left) == ["events", "exchange_rate"]  # no staged copy left
+    finally:
+        ch.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": target})
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupted"])

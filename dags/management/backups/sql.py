@@ -62,6 +62,22 @@ def exchange_statement(cluster: str | None = None) -> str:
     )
 
 
+def exchange_by_renames_statement(cluster: str | None = None) -> str:
+    """Three renames in one statement, for databases without ``EXCHANGE`` (``Ordinary``): also its own inverse."""
+    return (
+        "RENAME TABLE {database:Identifier}.{table:Identifier} TO {database:Identifier}.{aside:Identifier}, "
+        "{database:Identifier}.{staged:Identifier} TO {database:Identifier}.{table:Identifier}, "
+        "{database:Identifier}.{aside:Identifier} TO {database:Identifier}.{staged:Identifier}"
+        f"{_on_cluster(cluster)}\nSETTINGS check_table_dependencies = 0"
+    )
+
+
+DATABASE_ENGINE = "SELECT engine FROM system.databases WHERE name = {database:String}"
+
+# Database engines whose tables can be swapped with EXCHANGE TABLES (chDB's `default` is an Overlay database).
+EXCHANGING_ENGINES = frozenset({"Atomic", "Replicated", "Overlay"})
+
+
 def rename_statement(cluster: str | None = None) -> str:
     """``RENAME TABLE db.source TO db.target``, allowed while dictionaries or views read ``source``."""
     return (

@@ -4,7 +4,8 @@ Each table is first restored next to the live one, in the same database, under a
 (``events__restore_<time>``), so that the swap never moves a table between databases: the embedded engine's
 ``default`` database (``Overlay``) refuses ``EXCHANGE`` and ``RENAME`` across databases, but exchanges tables
 within itself, as an ``Atomic`` database does. A live table is swapped with ``EXCHANGE TABLES`` (atomic, and
-allowed while dictionaries and views read the table); a table that is missing is renamed into place. If one
+allowed while dictionaries and views read the table), or with three renames in one statement in a database
+without ``EXCHANGE`` (``Ordinary``); a table that is missing is renamed into place. If one
 swap fails, every swap already made is undone in reverse order, so the live tables are as they were.
 """
 
@@ -15,8 +16,11 @@ from dataclasses import dataclass
 
 from dags.common import ClickHouseClient, ClickHouseError
 from dags.management.backups.sql import (
+    DATABASE_ENGINE,
     DEPENDENT_DICTIONARIES,
+    EXCHANGING_ENGINES,
     drop_table_statement,
+    exchange_by_renames_statement,
     exchange_statement,
     reload_dictionary_statement,
     rename_statement,
@@ -53,8 +57,14 @@ def staged_name(table: str, stamp: str) -> str:
 
 def _swap(client: ClickHouseClient, swap: Swap, cluster: str | None, back: bool = False) -> None:
     names = {"database": swap.database}
-    if swap.replaces:  # EXCHANGE is its own inverse
+    if swap.replaces and client.command(DATABASE_ENGINE, names) in EXCHANGING_ENGINES:  # its own inverse
         client.command(exchange_statement(cluster), {**names, "staged": swap.staged, "table": swap.table})
+    elif swap.replaces:  # so are the three renames
+        aside = f"{swap.staged}_aside"
+        client.command(
+            exchange_by_renames_statement(cluster),
+            {**names, "staged": swap.staged, "table": swap.table, "aside": aside},
+        )
     elif back:
         client.command(rename_statement(cluster), {**names, "source": swap.table, "target": swap.staged})
     else:
