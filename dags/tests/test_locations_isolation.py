@@ -1,7 +1,9 @@
 """One team's broken setting or file leaves the other teams' jobs loading and running through README's
 management commands (``dagster job ... -m dags.definitions``), each in a fresh process as a user runs them."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +20,11 @@ PLATFORM_JOBS = ("clickhouse_backup_job", "clickhouse_restore_job", "data_deleti
 OTHER_TEAMS_JOBS = ("web_analytics_daily_job", "daily_exchange_rates_job")
 # Variables of the test process that would change what the commands below load.
 SCRUBBED = ("DEBUG", "BATCH_EXPORTS_FILE", "DAGSTER_HOME", "PYTHONPATH", "EXPORT_", "CLICKHOUSE_", "DATA_DELETION_")
+COUNT_RESTORED = """
+from dags.common import clickhouse_resource
+with clickhouse_resource().get_client() as client:
+    print(client.command("SELECT count() FROM restored.events"))
+"""
 CREATE_EVENTS = """
 from dags.common import clickhouse_resource
 with clickhouse_resource().get_client() as client:
@@ -93,16 +100,26 @@ def test_with_a_broken_export_setting_the_backup_and_restore_jobs_load_and_a_bac
 
     created = run([sys.executable, "-c", CREATE_EVENTS], env)
     assert created.returncode == 0, created.stderr
+    backup = take_full_backup(env, tmp_path)
+    assert backup.returncode == 0, backup.stdout[-3000:] + backup.stderr[-3000:]
+    assert "RUN_SUCCESS" in backup.stdout + backup.stderr
+    assert stored_full_backups(env, s3_server), "no finished full backup in the bucket"
+
+
+def take_full_backup(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``clickhouse_backup_job`` as README runs it, asking for a full backup."""
     config = tmp_path / "backup.yaml"
     fast = {"poll_interval_seconds": 0.05}
     ops = {"take_clickhouse_backup": {"config": {"kind": "full", **fast}}, "verify_clickhouse_backup": {"config": fast}}
     config.write_text(yaml.safe_dump({"ops": ops}))
-    backup = dagster(env, "execute", "-j", "clickhouse_backup_job", "-c", str(config))
-    assert backup.returncode == 0, backup.stdout[-3000:] + backup.stderr[-3000:]
-    assert "RUN_SUCCESS" in backup.stdout + backup.stderr
+    return dagster(env, "execute", "-j", "clickhouse_backup_job", "-c", str(config))
+
+
+def stored_full_backups(env: dict[str, str], s3_server: S3Server) -> list[str]:
+    """The finished full backups in the bucket (ClickHouse writes ``.backup`` last)."""
     bucket = env["CLICKHOUSE_BACKUP_URL"].removeprefix("s3://").split("/")[0]
     keys = [item["Key"] for item in s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
-    assert any(key.endswith("-full/.backup") for key in keys), keys
+    return [key.split("/")[-2] for key in keys if key.endswith("-full/.backup")]
 
 
 def test_two_broken_locations_each_get_a_stand_in_and_the_others_still_load(environment: dict[str, str]) -> None:
@@ -153,3 +170,141 @@ def test_the_demo_runs_every_other_pipeline_and_fails_naming_a_location_that_did
     tables = {line.split()[0]: line.split()[1] for line in demo.stdout.splitlines() if line.endswith(("B", "iB"))}
     assert {"events", "exchange_rate", "web_pre_aggregated_stats", "web_pre_aggregated_bounces"} <= tables.keys()
     assert all(rows != "0" for rows in tables.values()), tables
+
+
+# --- A bad data platform setting fails only the step (or tick) that reads it -------------------------------------
+
+BAD_DELETION_SETTINGS = {
+    "DATA_DELETION_MAX_REQUESTS_PER_RUN=4294967296": (
+        "DATA_DELETION_MAX_REQUESTS_PER_RUN", "4294967296",
+        "DATA_DELETION_MAX_REQUESTS_PER_RUN must be a whole number from 1 to 4294967295, got '4294967296'",
+    ),
+    "DATA_DELETION_MAX_WAIT_HOURS=abc": (
+        "DATA_DELETION_MAX_WAIT_HOURS", "abc",
+        "DATA_DELETION_MAX_WAIT_HOURS must be a whole number from 1 to 878400, got 'abc'",
+    ),
+    "DATA_DELETION_MUTATION_TIMEOUT_SECONDS=-1": (
+        "DATA_DELETION_MUTATION_TIMEOUT_SECONDS", "-1",
+        "DATA_DELETION_MUTATION_TIMEOUT_SECONDS must be a number of seconds greater than 0, got '-1'",
+    ),
+}  # fmt: skip
+BAD_RETENTION = (
+    "CLICKHOUSE_BACKUP_RETENTION_DAYS",
+    "1000000000",
+    "CLICKHOUSE_BACKUP_RETENTION_DAYS must be a whole number from 1 to 36600, got '1000000000'",
+)
+BAD_PLATFORM_SETTINGS = {**BAD_DELETION_SETTINGS, "CLICKHOUSE_BACKUP_RETENTION_DAYS=1000000000": BAD_RETENTION}
+COUNT_EVENTS_AND_REQUESTS = """
+import json
+from dags.common import clickhouse_resource
+with clickhouse_resource().get_client() as client:
+    events = client.query_rows("SELECT team_id, count() AS rows FROM events GROUP BY team_id ORDER BY team_id")
+    requests = client.query_rows("SELECT team_id, key_type, status FROM data_deletion_requests FINAL")
+print(json.dumps({"events": {row["team_id"]: row["rows"] for row in events}, "requests": requests}, default=str))
+"""
+
+
+def events_and_requests(env: dict[str, str]) -> dict:
+    counted = run([sys.executable, "-c", COUNT_EVENTS_AND_REQUESTS], env)
+    assert counted.returncode == 0, counted.stderr
+    return json.loads(counted.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("bad", BAD_PLATFORM_SETTINGS.values(), ids=BAD_PLATFORM_SETTINGS.keys())
+def test_with_a_bad_data_platform_setting_every_platform_job_still_loads(
+    bad: tuple[str, str, str], environment: dict[str, str]
+) -> None:
+    variable, value, _ = bad
+    listing = dagster({**environment, variable: value}, "list")
+    assert listing.returncode == 0, listing.stderr
+    jobs = listed_jobs(listing.stdout)
+    assert jobs >= {*PLATFORM_JOBS, *OTHER_TEAMS_JOBS, "events_export_job"}
+    assert "data_platform_failed_to_load" not in jobs
+    assert "Leaving out" not in listing.stdout + listing.stderr
+
+
+def test_a_backup_runs_and_is_stored_with_a_bad_deletion_setting(
+    environment: dict[str, str], s3_server: S3Server, tmp_path: Path
+) -> None:
+    variable, value, _ = BAD_DELETION_SETTINGS["DATA_DELETION_MAX_REQUESTS_PER_RUN=4294967296"]
+    env = {**environment, variable: value}
+    created = run([sys.executable, "-c", CREATE_EVENTS], env)
+    assert created.returncode == 0, created.stderr
+
+    backup = take_full_backup(env, tmp_path)
+
+    assert backup.returncode == 0, backup.stdout[-3000:] + backup.stderr[-3000:]
+    assert "RUN_SUCCESS" in backup.stdout + backup.stderr
+    assert stored_full_backups(env, s3_server), "no finished full backup in the bucket"
+
+
+@pytest.mark.parametrize("bad", BAD_DELETION_SETTINGS.values(), ids=BAD_DELETION_SETTINGS.keys())
+def test_a_bad_deletion_setting_fails_the_deletion_run_naming_it_and_deletes_nothing(
+    bad: tuple[str, str, str], environment: dict[str, str], tmp_path: Path
+) -> None:
+    variable, value, problem = bad
+    created = run([sys.executable, "-c", CREATE_EVENTS], environment)
+    assert created.returncode == 0, created.stderr
+    request = tmp_path / "request.yaml"
+    request.write_text(
+        yaml.safe_dump({"ops": {"insert_deletion_request": {"config": {"team_id": 1, "key_type": "team", "key": ""}}}})
+    )
+    requested = dagster(environment, "execute", "-j", "request_data_deletion", "-c", str(request))
+    assert requested.returncode == 0, requested.stdout[-3000:] + requested.stderr[-3000:]
+    before = events_and_requests(environment)
+    assert before["requests"] == [{"team_id": 1, "key_type": "team", "status": "pending"}]
+
+    deletion = dagster({**environment, variable: value}, "execute", "-j", "data_deletion_job")
+
+    output = deletion.stdout + deletion.stderr
+    assert deletion.returncode != 0 and "RUN_FAILURE" in output
+    assert problem in output
+    assert "STEP_UP_FOR_RETRY" not in output  # retrying cannot mend a setting
+    assert events_and_requests(environment) == before  # every event kept, the request still pending
+
+
+def test_a_bad_wait_setting_fails_the_overdue_sensor_tick_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from dagster import DagsterInstance, build_sensor_context
+
+    from dags.common import ClickHouseResource, SettingError
+    from dags.management.deletion.schedules import data_deletion_overdue_sensor
+
+    variable, value, problem = BAD_DELETION_SETTINGS["DATA_DELETION_MAX_WAIT_HOURS=abc"]
+    monkeypatch.setenv(variable, value)
+    clickhouse = ClickHouseResource(url=f"chdb://{tmp_path / 'clickhouse'}")
+    with DagsterInstance.ephemeral() as instance:
+        with (
+            build_sensor_context(instance=instance, resources={"clickhouse": clickhouse}) as context,
+            pytest.raises(SettingError) as failed,
+        ):
+            data_deletion_overdue_sensor(context)
+    assert str(failed.value) == problem
+
+
+def test_a_bad_retention_fails_only_the_retention_step_after_the_backup_is_stored_and_a_restore_runs(
+    environment: dict[str, str], s3_server: S3Server, tmp_path: Path
+) -> None:
+    variable, value, problem = BAD_RETENTION
+    env = {**environment, variable: value}
+    created = run([sys.executable, "-c", CREATE_EVENTS], env)
+    assert created.returncode == 0, created.stderr
+
+    backup = take_full_backup(env, tmp_path)
+
+    output = backup.stdout + backup.stderr
+    assert backup.returncode != 0 and "RUN_FAILURE" in output
+    assert problem in output
+    assert re.findall(r" - (\w+) - STEP_FAILURE", output) == ["apply_backup_retention"]
+    assert {"take_clickhouse_backup", "verify_clickhouse_backup"} <= set(re.findall(r" - (\w+) - STEP_SUCCESS", output))
+    assert stored_full_backups(env, s3_server), "the backup was not kept"
+
+    restore = tmp_path / "restore.yaml"
+    ops = {"restore_clickhouse_backup": {"config": {"target_database": "restored", "poll_interval_seconds": 0.05}}}
+    restore.write_text(yaml.safe_dump({"ops": ops}))
+    restored = dagster(env, "execute", "-j", "clickhouse_restore_job", "-c", str(restore))
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    counted = run([sys.executable, "-c", COUNT_RESTORED], env)
+    assert counted.returncode == 0, counted.stderr
+    assert counted.stdout.strip().splitlines()[-1] == "1000"
