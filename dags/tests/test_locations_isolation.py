@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,19 +35,47 @@ with clickhouse_resource().get_client() as client:
 """
 
 
-def bogus_write_method(tmp_path: Path) -> tuple[dict[str, str], str]:
-    return {"EXPORT_WRITE_METHOD": "bogus"}, "EXPORT_WRITE_METHOD must be one of stream, clickhouse, got 'bogus'"
+@dataclass(frozen=True)
+class Broken:
+    """A broken setting or file, and what stands in for what it leaves out."""
+
+    variables: dict[str, str]
+    problem: str  # what the error says, naming the variable or the file's field
+    left_out: str  # what the load's warning says is left out
+    stand_in: str  # the job in its place, whose run fails naming the problem
+    stand_in_says: str  # how that run's failure begins
+    demo_says: str  # how bin/demo's line for it begins
 
 
-def invalid_batch_exports_file(tmp_path: Path) -> tuple[dict[str, str], str]:
-    """A team's batch export whose team id is a yes/no instead of a number."""
+def bogus_write_method(tmp_path: Path) -> Broken:
+    """The deployment's own export setting: the whole data_exports location is left out."""
+    return Broken(
+        variables={"EXPORT_WRITE_METHOD": "bogus"},
+        problem="EXPORT_WRITE_METHOD must be one of stream, clickhouse, got 'bogus'",
+        left_out="Leaving out the data_exports location",
+        stand_in="data_exports_failed_to_load",
+        stand_in_says="The data_exports location did not load, so its jobs are missing: ",
+        demo_says="data_exports location all days: did not load: ",
+    )
+
+
+def invalid_batch_exports_file(tmp_path: Path) -> Broken:
+    """A team's batch export whose team id is a yes/no instead of a number: only the batch exports are left out."""
     path = tmp_path / "batch_exports.yaml"
     export = {"name": "team_x", "team_id": True, "dataset": "events", "destination": f"file://{tmp_path}/x"}
     path.write_text(yaml.safe_dump({"exports": [{**export, "interval": "day", "start": "2024-01-01"}]}))
-    return {"BATCH_EXPORTS_FILE": str(path)}, "exports[0] (team_x).team_id"
+    return Broken(
+        variables={"BATCH_EXPORTS_FILE": str(path)},
+        problem="exports[0] (team_x).team_id",
+        left_out="Leaving out the batch exports",
+        stand_in="batch_exports_failed_to_load",
+        stand_in_says=f"The batch exports of {path} did not load, so their jobs are missing: ",
+        demo_says=f"batch_exports_failed_to_load all days: The batch exports of {path} did not load",
+    )
 
 
 BROKEN = {"EXPORT_WRITE_METHOD=bogus": bogus_write_method, "invalid BATCH_EXPORTS_FILE": invalid_batch_exports_file}
+DEPLOYMENT_EXPORT_JOBS = ("events_export_job", "web_pre_aggregated_exports_job")
 
 
 @pytest.fixture
@@ -82,21 +111,20 @@ def listed_jobs(listing: str) -> set[str]:
 
 @pytest.mark.parametrize("broken", BROKEN.values(), ids=BROKEN.keys())
 def test_with_a_broken_export_setting_the_backup_and_restore_jobs_load_and_a_backup_runs(
-    broken: Callable[[Path], tuple[dict[str, str], str]],
+    broken: Callable[[Path], Broken],
     environment: dict[str, str],
     s3_server: S3Server,
     tmp_path: Path,
 ) -> None:
-    variables, problem = broken(tmp_path)
-    env = {**environment, **variables}
+    what = broken(tmp_path)
+    env = {**environment, **what.variables}
 
     listing = dagster(env, "list")
     assert listing.returncode == 0, listing.stderr
     jobs = listed_jobs(listing.stdout)
-    assert jobs >= {*PLATFORM_JOBS, *OTHER_TEAMS_JOBS, "data_exports_failed_to_load"}
-    assert "events_export_job" not in jobs  # the broken location is left out, and says why
+    assert jobs >= {*PLATFORM_JOBS, *OTHER_TEAMS_JOBS, what.stand_in}
     said = listing.stdout + listing.stderr
-    assert "Leaving out the data_exports location" in said and problem in said
+    assert what.left_out in said and what.problem in said
 
     created = run([sys.executable, "-c", CREATE_EVENTS], env)
     assert created.returncode == 0, created.stderr
@@ -131,41 +159,53 @@ def test_two_broken_locations_each_get_a_stand_in_and_the_others_still_load(envi
     assert "daily_exchange_rates_job" not in jobs and "events_export_job" not in jobs
 
 
+def test_an_invalid_batch_exports_file_leaves_out_only_the_batch_exports(
+    environment: dict[str, str], tmp_path: Path
+) -> None:
+    what = invalid_batch_exports_file(tmp_path)
+    listing = dagster({**environment, **what.variables}, "list")
+    assert listing.returncode == 0, listing.stderr
+    jobs = listed_jobs(listing.stdout)
+    assert jobs >= {*DEPLOYMENT_EXPORT_JOBS, "batch_exports_failed_to_load"}
+    assert "data_exports_failed_to_load" not in jobs and "batch_export_team_x_job" not in jobs
+    assert "Leaving out the data_exports location" not in listing.stdout + listing.stderr
+
+
 @pytest.mark.parametrize("broken", BROKEN.values(), ids=BROKEN.keys())
 def test_the_stand_in_of_a_broken_location_fails_its_run_naming_the_problem(
-    broken: Callable[[Path], tuple[dict[str, str], str]], environment: dict[str, str], tmp_path: Path
+    broken: Callable[[Path], Broken], environment: dict[str, str], tmp_path: Path
 ) -> None:
-    variables, problem = broken(tmp_path)
-    stand_in = dagster({**environment, **variables}, "execute", "-j", "data_exports_failed_to_load")
+    what = broken(tmp_path)
+    stand_in = dagster({**environment, **what.variables}, "execute", "-j", what.stand_in)
     output = stand_in.stdout + stand_in.stderr
     assert stand_in.returncode != 0 and "RUN_FAILURE" in output
-    assert "The data_exports location did not load, so its jobs are missing: " in output and problem in output
+    assert what.stand_in_says in output and what.problem in output
 
 
 def test_a_bogus_export_write_method_fails_a_deletion_run_naming_the_variable(
     environment: dict[str, str], tmp_path: Path
 ) -> None:
-    variables, problem = bogus_write_method(tmp_path)
-    deletion = dagster({**environment, **variables}, "execute", "-j", "data_deletion_job")
+    what = bogus_write_method(tmp_path)
+    deletion = dagster({**environment, **what.variables}, "execute", "-j", "data_deletion_job")
     output = deletion.stdout + deletion.stderr
     assert deletion.returncode != 0 and "RUN_FAILURE" in output
-    assert "export_destination" in output and problem in output
+    assert "export_destination" in output and what.problem in output
 
 
 @pytest.mark.parametrize("broken", BROKEN.values(), ids=BROKEN.keys())
 def test_the_demo_runs_every_other_pipeline_and_fails_naming_a_location_that_did_not_load(
-    broken: Callable[[Path], tuple[dict[str, str], str]], environment: dict[str, str], tmp_path: Path
+    broken: Callable[[Path], Broken], environment: dict[str, str], tmp_path: Path
 ) -> None:
-    variables, problem = broken(tmp_path)
+    what = broken(tmp_path)
     demo = run(
         [sys.executable, "-m", "dags.demo", "--days", "1", "--until", "2024-03-15", "--events-per-day", "300"],
-        {**environment, **variables},
+        {**environment, **what.variables},
     )
     assert demo.returncode == 1, demo.stdout[-3000:] + demo.stderr[-3000:]
     summary = demo.stderr.split("runs failed or were skipped:\n")[-1]
     failed = [line.strip() for line in summary.splitlines() if line.startswith("  ")]
-    assert len(failed) == 1 and failed[0].startswith("data_exports location all days: did not load: "), failed
-    assert problem in failed[0]
+    assert len(failed) == 1 and failed[0].startswith(what.demo_says), failed
+    assert what.problem in failed[0]
     # Every other pipeline ran: its tables hold the day's rows.
     tables = {line.split()[0]: line.split()[1] for line in demo.stdout.splitlines() if line.endswith(("B", "iB"))}
     assert {"events", "exchange_rate", "web_pre_aggregated_stats", "web_pre_aggregated_bounces"} <= tables.keys()
