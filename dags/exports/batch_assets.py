@@ -1,10 +1,14 @@
 """Batch exports as Dagster definitions: each entry of ``BATCH_EXPORTS_FILE`` becomes one partitioned asset
 (``batch_exports/<name>``, hourly or daily from its ``start``), one job and one schedule, built on the same
 export machinery as ``events_export``. Adding an export is adding an entry; no Python.
+
+A file that does not load becomes one stand-in job, ``batch_exports_failed_to_load``, whose run fails naming
+its problems: one team's entry never takes the deployment's own exports down with it.
 """
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -13,19 +17,24 @@ from dagster import (
     BackfillPolicy,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
+    Failure,
     HourlyPartitionsDefinition,
+    JobDefinition,
     MaterializeResult,
     TimeWindowPartitionsDefinition,
     asset,
     build_schedule_from_partitioned_job,
     define_asset_job,
+    get_dagster_logger,
+    job,
+    op,
 )
 from dagster._core.definitions.partitions.partitioned_schedule import UnresolvedPartitionedAssetScheduleDefinition
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from dags.common import EXTERNAL_API_RETRY_POLICY, ClickHouseResource, JobOwners
 from dags.exports.datasets import DATASETS
-from dags.exports.declarations import BatchExport, load_batch_exports
+from dags.exports.declarations import BatchExport, BatchExportsFileError, load_batch_exports
 from dags.exports.destinations.postgres import parse_postgres_url
 from dags.exports.resource import ExportDestination, parse_destination_url
 from dags.exports.runs import run_export
@@ -35,6 +44,7 @@ from dags.exports.settings import ExportSettings, load_export_settings
 MAX_RUNTIME_SECONDS = {"hour": 3600, "day": 4 * 3600}
 # Schedules run a few minutes after each interval closes, when late events of it have arrived.
 SCHEDULE_MINUTE = {"hour": 10, "day": 15}
+STAND_IN_JOB = "batch_exports_failed_to_load"
 
 
 @dataclass
@@ -42,8 +52,9 @@ class BatchExportDefinitions:
     """What the batch exports file declares, as definitions for the data exports location."""
 
     assets: list[AssetsDefinition] = field(default_factory=list)
-    jobs: list[UnresolvedAssetJobDefinition] = field(default_factory=list)
+    jobs: list[UnresolvedAssetJobDefinition | JobDefinition] = field(default_factory=list)
     schedules: list[UnresolvedPartitionedAssetScheduleDefinition] = field(default_factory=list)
+    problem: str | None = None  # why the file did not load; its exports are then left out
 
 
 def batch_export_key(name: str) -> AssetKey:
@@ -135,3 +146,34 @@ def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDe
         definitions.jobs.append(job)
         definitions.schedules.append(schedule)
     return definitions
+
+
+def batch_exports_stand_in(batch_exports_file: Path, problem: str) -> JobDefinition:
+    """The job in place of a file's batch exports that did not load: its run fails naming the problems."""
+    message = f"The batch exports of {batch_exports_file} did not load, so their jobs are missing: {problem}"
+    tags = JobOwners.TEAM_DATA_EXPORTS.tags()
+
+    @op(name="batch_exports_load_failure", description=message, tags=tags)
+    def report_load_failure() -> None:
+        raise Failure(description=message, allow_retries=False)
+
+    @job(name=STAND_IN_JOB, description=message, tags=tags)
+    def stand_in() -> None:
+        report_load_failure()
+
+    return stand_in
+
+
+def build_batch_exports_or_stand_in(settings: ExportSettings | None = None) -> BatchExportDefinitions:
+    """``build_batch_exports``, or when the file does not load, only its stand-in job (and a warning).
+
+    The deployment's own export settings are read first, outside: a bad one still fails the whole location.
+    """
+    settings = settings or load_export_settings()
+    try:
+        return build_batch_exports(settings)
+    except Exception as error:  # whatever in the file breaks the build: it must not take the location down
+        problem = str(error) if isinstance(error, BatchExportsFileError) else f"{type(error).__name__}: {error}"
+        get_dagster_logger("dags.exports").warning(f"Leaving out the batch exports: {problem}")
+        stand_in = batch_exports_stand_in(settings.batch_exports_file, problem)
+        return BatchExportDefinitions(jobs=[stand_in], problem=problem)

@@ -1,6 +1,8 @@
-"""The data platform team's settings, read from the environment when its location loads.
+"""The data platform team's backup settings, read from the environment.
 
-A bad value fails this location with the variable's name and leaves the other teams' locations loading.
+``CLICKHOUSE_BACKUP_URL`` is read when the location loads (a bad one fails this location with the variable's
+name); ``CLICKHOUSE_BACKUP_RETENTION_DAYS`` only when the retention step runs, so a bad value fails that step
+and leaves the backups themselves, the restores and the other jobs loading.
 """
 
 from __future__ import annotations
@@ -79,10 +81,17 @@ class BackupSettings:
     retention_days: int
 
 
+def load_backup_location() -> BackupLocation | None:
+    """``CLICKHOUSE_BACKUP_URL`` as it is now; None when unset."""
+    url = os.environ.get(BACKUP_URL_VARIABLE, "").strip()
+    return parse_backup_url(url) if url else None
+
+
+def load_retention_days() -> int:
+    """``CLICKHOUSE_BACKUP_RETENTION_DAYS`` as it is now (30 when unset); a bad value raises naming it."""
+    return env_positive_int(RETENTION_DAYS_VARIABLE, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS)
+
+
 def load_backup_settings() -> BackupSettings:
     """Read the backup settings now (not at import), so tests and CLIs can change the environment."""
-    url = os.environ.get(BACKUP_URL_VARIABLE, "").strip()
-    return BackupSettings(
-        location=parse_backup_url(url) if url else None,
-        retention_days=env_positive_int(RETENTION_DAYS_VARIABLE, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS),
-    )
+    return BackupSettings(location=load_backup_location(), retention_days=load_retention_days())

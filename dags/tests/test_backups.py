@@ -451,3 +451,14 @@ def test_backups_and_restores_share_one_pool_limited_to_one_run_and_schedules_as
         storage.set_concurrency_slots(BACKUP_POOL, 2)  # set by an operator: kept
         clickhouse_backups_pool_limit_sensor(build_sensor_context(instance=instance))
         assert storage.get_concurrency_info(BACKUP_POOL).slot_count == 2
+
+
+def test_a_retention_given_to_the_backup_storage_resource_is_range_checked_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    from dags.management.backups.storage import BackupStorage
+
+    for days in (0, 36601, 1000000000):
+        with pytest.raises(ValidationError, match="retention_days"):
+            BackupStorage(url="s3://our-backups/clickhouse", retention_days=days)
+    assert BackupStorage(url="s3://our-backups/clickhouse", retention_days=36600).retention() == 36600

@@ -69,7 +69,10 @@ def load_each_location(environment: dict[str, str], tmp_path: Path) -> dict[str,
         ("EXCHANGE_RATE_SOURCE", "bogus", {"revenue_analytics"}),
         # Data deletion reads the export settings when its run starts: backups and restores never depend on them.
         ("EXPORT_WRITE_METHOD", "bogus", {"data_exports"}),
-        ("DATA_DELETION_MAX_WAIT_HOURS", "soon", {"data_platform"}),
+        ("CLICKHOUSE_BACKUP_URL", "gs://our-backups/clickhouse", {"data_platform"}),
+        # Deletion and retention settings are read when their step runs: every location loads.
+        ("DATA_DELETION_MAX_WAIT_HOURS", "soon", set()),
+        ("CLICKHOUSE_BACKUP_RETENTION_DAYS", "1000000000", set()),
     ],
 )
 def test_a_broken_setting_fails_only_its_teams_location_and_names_the_variable(

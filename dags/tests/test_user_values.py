@@ -17,17 +17,21 @@ from dags.common import SettingError, env_positive_int
         ("CLICKHOUSE_BACKUP_RETENTION_DAYS", "1000000000", "36600"),
     ],
 )
-def test_the_data_platform_location_refuses_an_integer_setting_beyond_its_bound_naming_it(
+def test_the_data_platform_settings_refuse_an_integer_beyond_its_bound_naming_it_when_read(
     variable: str, value: str, maximum: str
 ) -> None:
-    loaded = subprocess.run(
-        [sys.executable, "-c", "import dags.locations.data_platform"],
-        env={**os.environ, variable: value},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    """The location loads (its jobs fail at the step that reads the value: see test_locations_isolation)."""
+    read = (
+        "import dags.locations.data_platform\n"
+        "from dags.management.deletion.settings import load_deletion_settings\n"
+        "from dags.management.settings import load_retention_days\n"
+        "print('loaded', flush=True)\n"
+        "load_retention_days() if 'RETENTION' in " + repr(variable) + " else load_deletion_settings()\n"
     )
-    assert loaded.returncode != 0
+    loaded = subprocess.run(
+        [sys.executable, "-c", read], env={**os.environ, variable: value}, capture_output=True, text=True, timeout=120
+    )
+    assert loaded.stdout.startswith("loaded") and loaded.returncode != 0
     assert f"{variable} must be a whole number from 1 to {maximum}" in loaded.stderr
 
 

@@ -123,19 +123,17 @@ def apply_backup_retention(
 ) -> Output[list[str]]:
     """Delete backups older than CLICKHOUSE_BACKUP_RETENTION_DAYS, keeping the bases of kept incrementals."""
     try:
+        retention_days = backup_storage.retention()
         backups = backup_storage.list_backups()
         delete, keep = plan_retention(
-            backups,
-            lambda name: backup_storage.contents(name).base_name,
-            datetime.now(UTC),
-            backup_storage.retention_days,
+            backups, lambda name: backup_storage.contents(name).base_name, datetime.now(UTC), retention_days
         )
         for name in delete:
             count = backup_storage.delete(name)
             context.log.info(f"Deleted backup {backup_storage.display(name)} ({count} objects)")
     except _EXPECTED_ERRORS as error:
         raise _fail(backup_storage, error) from None
-    return Output(delete, metadata={"deleted": delete, "kept": keep, "retention_days": backup_storage.retention_days})
+    return Output(delete, metadata={"deleted": delete, "kept": keep, "retention_days": retention_days})
 
 
 @job(

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from dags.management.settings import BACKUP_URL_VARIABLE, BackupLocation, load_backup_settings, parse_backup_url
+from dags.management.settings import (
+    BACKUP_URL_VARIABLE,
+    MAX_RETENTION_DAYS,
+    BackupLocation,
+    load_backup_location,
+    load_retention_days,
+    parse_backup_url,
+)
 
 if TYPE_CHECKING:
     from dagster_aws.s3 import S3Resource
@@ -115,7 +122,13 @@ class BackupStorage(ConfigurableResource):
         default=None,
         description="s3://bucket/prefix, or file:///folder on the ClickHouse server (CLICKHOUSE_BACKUP_URL).",
     )
-    retention_days: int = Field(default=30, description="Backups older than this many days are deleted.")
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        description="Backups older than this many days are deleted; when unset, CLICKHOUSE_BACKUP_RETENTION_DAYS "
+        "(30 by default) is read when the retention step runs.",
+    )
     endpoint_url: str | None = Field(
         default=None, description="S3 endpoint (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL); AWS itself when unset."
     )
@@ -126,6 +139,10 @@ class BackupStorage(ConfigurableResource):
     aws_access_key_id: str | None = Field(default=None, description="AWS_ACCESS_KEY_ID (through EnvVar).")
     aws_secret_access_key: str | None = Field(default=None, description="AWS_SECRET_ACCESS_KEY (through EnvVar).")
     aws_session_token: str | None = Field(default=None, description="AWS_SESSION_TOKEN (through EnvVar).")
+
+    def retention(self) -> int:
+        """The retention in days, read now: a bad ``CLICKHOUSE_BACKUP_RETENTION_DAYS`` raises naming it."""
+        return self.retention_days if self.retention_days is not None else load_retention_days()
 
     @property
     def location(self) -> BackupLocation:
@@ -299,12 +316,11 @@ def _env_var_or_none(name: str) -> Any:
 
 
 def backup_storage_from_env() -> BackupStorage:
-    """The backup storage as ``CLICKHOUSE_BACKUP_URL``, ``CLICKHOUSE_BACKUP_RETENTION_DAYS`` and ``AWS_*`` say."""
-    settings = load_backup_settings()
+    """The backup storage as ``CLICKHOUSE_BACKUP_URL`` and ``AWS_*`` say (the retention is read when it runs)."""
+    location = load_backup_location()
     endpoint = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3", "").strip() else "AWS_ENDPOINT_URL"
     return BackupStorage(
-        url=settings.location.url if settings.location else None,
-        retention_days=settings.retention_days,
+        url=location.url if location else None,
         endpoint_url=_env_var_or_none(endpoint),
         region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
         aws_access_key_id=_env_var_or_none("AWS_ACCESS_KEY_ID"),

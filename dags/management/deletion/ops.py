@@ -29,7 +29,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from dags.common import ClickHouseResource, JobOwners, env_positive_seconds, env_text, is_transient
+from dags.common import ClickHouseResource, JobOwners, SettingError, env_positive_seconds, env_text, is_transient
 from dags.exports.datasets import EVENTS_DATASET, WEB_BOUNCES_DATASET, WEB_STATS_DATASET, ExportDataset
 from dags.exports.publish import worth_retrying
 from dags.exports.resource import ExportDestination
@@ -48,10 +48,9 @@ from dags.management.deletion.plan import (
 from dags.management.deletion.recompute import recompute_days
 from dags.management.deletion.replan import replan_leftovers, still_in_events
 from dags.management.deletion.rewrite import rewrite_files
-from dags.management.deletion.settings import load_deletion_settings
+from dags.management.deletion.settings import DeletionSettings, load_deletion_settings
 from dags.management.deletion.verify import deleted_rows_in_file, failed_pre_aggregate_checks, rows_left_in_events
 
-SETTINGS = load_deletion_settings()
 OWNER = JobOwners.TEAM_PLATFORM
 
 # The pools of everything a deletion rewrites: its own (one deletion at a time), the web analytics
@@ -91,6 +90,16 @@ def retried_when_transient(exports: bool = False) -> Iterator[None]:
         if transient:
             raise RetryRequested(max_retries=3, seconds_to_wait=10) from error
         raise
+
+
+def deletion_settings() -> DeletionSettings:
+    """The ``DATA_DELETION_*`` settings as the step starts: a bad value fails the step naming the variable and
+    its range, before anything is read or changed (read here, not at import, so that it cannot keep the data
+    platform location, and with it the backup jobs, from loading)."""
+    try:
+        return load_deletion_settings()
+    except SettingError as error:
+        raise Failure(description=str(error), allow_retries=False) from None
 
 
 def log_to(context: OpExecutionContext) -> Callable[[str], None]:
@@ -136,13 +145,14 @@ def plan_deletions(
     clickhouse: ClickHouseResource,
     export_destination: ExportDestination,
 ) -> Iterator[Output]:
+    settings = deletion_settings()
     run_id = context.run.run_id
     accepted: list[store.DeletionRequest] = []
     rejected: list[store.DeletionRequest] = []
     with retried_when_transient(), clickhouse.get_client(context) as client:
         store.create_requests_table(client)
         has_events = bool(client.command("EXISTS TABLE events"))
-        for request in store.open_requests(client, SETTINGS.max_requests_per_run):
+        for request in store.open_requests(client, settings.max_requests_per_run):
             if request.status == store.PENDING:
                 reason = store.rejection_reason(request, has_events and team_has_events(client, request.team_id))
                 if reason:
@@ -224,10 +234,11 @@ def plan_deletions(
 def delete_requested_events(
     context: OpExecutionContext, clickhouse: ClickHouseResource, request_ids: list[str]
 ) -> Output:
+    settings = deletion_settings()
     with retried_when_transient(), clickhouse.get_client(context) as client:
         todo = [r for r in store.requests_by_id(client, request_ids) if not r.reached(store.EVENTS_DELETED)]
         left = [still_in_events(client, request) for request in todo]
-        mutations = delete_events(client, left, SETTINGS.mutation_timeout_seconds, log_to(context))
+        mutations = delete_events(client, left, settings.mutation_timeout_seconds, log_to(context))
         for request in todo:
             store.write_status(client, request, status=store.EVENTS_DELETED, run_id=context.run.run_id)
     pause_for_tests("delete_requested_events", context)

@@ -15,7 +15,8 @@ from dagster import (
 from dags.common import UNFINISHED_RUN_STATUSES, ClickHouseBusyError, ClickHouseResource, ensure_pool_limits
 from dags.management.deletion import requests as store
 from dags.management.deletion.jobs import JOB_NAME, data_deletion_job
-from dags.management.deletion.ops import OWNER, POOLS, SETTINGS
+from dags.management.deletion.ops import OWNER, POOLS
+from dags.management.deletion.settings import DEFAULT_MAX_WAIT_HOURS, load_deletion_settings
 
 # --- When it runs ----------------------------------------------------------------------------------------------
 
@@ -37,12 +38,16 @@ SENSOR_LOCK_TIMEOUT_SECONDS = 20.0
     default_status=DefaultSensorStatus.RUNNING,
     tags=OWNER.tags(),
     description=f"Runs {JOB_NAME} when a request has waited longer than DATA_DELETION_MAX_WAIT_HOURS "
-    f"({SETTINGS.max_wait_hours} h).",
+    f"({DEFAULT_MAX_WAIT_HOURS} h unless set).",
 )
 def data_deletion_overdue_sensor(
     context: SensorEvaluationContext, clickhouse: ClickHouseResource
 ) -> RunRequest | SkipReason:
-    """ClickHouse is open only for one small query, and not at all while a deletion run is queued or running."""
+    """ClickHouse is open only for one small query, and not at all while a deletion run is queued or running.
+
+    The settings are read at each tick: a bad ``DATA_DELETION_*`` value fails the tick naming the variable.
+    """
+    max_wait_hours = load_deletion_settings().max_wait_hours
     busy = context.instance.get_runs(RunsFilter(job_name=JOB_NAME, statuses=UNFINISHED_RUN_STATUSES), limit=1)
     if busy:
         return SkipReason(f"{JOB_NAME} run {busy[0].run_id} is queued or running.")
@@ -53,12 +58,12 @@ def data_deletion_overdue_sensor(
             if not client.command("EXISTS TABLE {table:Identifier}", {"table": store.TABLE}):
                 return SkipReason(f"There is no {store.TABLE} table yet: no request was ever made.")
             overdue = client.query_rows(
-                store.OVERDUE_REQUESTS, {"stages": list(store.OPEN_STAGES), "hours": SETTINGS.max_wait_hours}
+                store.OVERDUE_REQUESTS, {"stages": list(store.OPEN_STAGES), "hours": max_wait_hours}
             )[0]
     except ClickHouseBusyError:
         return SkipReason("The embedded ClickHouse is busy with a run; looking again at the next tick.")
     if not overdue["requests"]:
-        return SkipReason(f"No request has waited longer than {SETTINGS.max_wait_hours} h.")
+        return SkipReason(f"No request has waited longer than {max_wait_hours} h.")
     return RunRequest(
         run_key=f"overdue-{overdue['oldest'].isoformat()}-{overdue['requests']}",
         tags={"data_deletion/trigger": "overdue_sensor"},

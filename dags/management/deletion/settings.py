@@ -1,4 +1,5 @@
-"""The data deletion jobs' settings, read from the environment when the data platform location loads."""
+"""The data deletion jobs' settings, read from the environment when a deletion step or sensor tick runs
+(never at import: a bad value must not keep the data platform location from loading)."""
 
 from dataclasses import dataclass
 
@@ -6,6 +7,7 @@ from dags.common import UINT32_MAX, env_positive_int, env_positive_seconds
 
 # A century: the wait is subtracted from now() in SQL and in Python, which both stop at a few thousand years.
 MAX_WAIT_HOURS = 100 * 366 * 24
+DEFAULT_MAX_WAIT_HOURS = 72
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,7 @@ class DeletionSettings:
 
 def load_deletion_settings() -> DeletionSettings:
     return DeletionSettings(
-        max_wait_hours=env_positive_int("DATA_DELETION_MAX_WAIT_HOURS", 72, MAX_WAIT_HOURS),
+        max_wait_hours=env_positive_int("DATA_DELETION_MAX_WAIT_HOURS", DEFAULT_MAX_WAIT_HOURS, MAX_WAIT_HOURS),
         mutation_timeout_seconds=env_positive_seconds("DATA_DELETION_MUTATION_TIMEOUT_SECONDS", 3600.0),
         max_requests_per_run=env_positive_int("DATA_DELETION_MAX_REQUESTS_PER_RUN", 100, UINT32_MAX),
     )
