@@ -134,17 +134,25 @@ def env_flag(name: str) -> bool:
     return (env_text(name) or "").lower() in {"1", "true", "yes", "on"}
 
 
-def env_positive_int(name: str, default: int) -> int:
-    """A whole number of at least 1 (days per run, attempts, retention days)."""
+UINT32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
+
+
+def env_positive_int(name: str, default: int, maximum: int = UINT32_MAX) -> int:
+    """A whole number from 1 to ``maximum`` (days per run, attempts, retention days).
+
+    ``maximum`` is the largest value the column type or arithmetic it is bound to holds.
+    """
     raw = env_text(name)
     if raw is None:
         return default
+    problem = f"{name} must be a whole number from 1 to {maximum}, got {raw!r}"
     try:
         value = int(raw)
     except ValueError:
-        raise SettingError(f"{name} must be a whole number of at least 1, got {raw!r}") from None
-    if value < 1:
-        raise SettingError(f"{name} must be a whole number of at least 1, got {raw!r}")
+        raise SettingError(problem) from None
+    if not 1 <= value <= maximum:
+        raise SettingError(problem)
     return value
 
 

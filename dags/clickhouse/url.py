@@ -31,6 +31,20 @@ class ClickHouseTarget:
     database: str | None
 
 
+def _check_server_address(url: str) -> None:
+    """A server URL needs a host and, when given, a port from 1 to 65535: otherwise it can never connect."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if not parsed.hostname or port == -1 or port == 0:
+        raise ValueError(
+            f"CLICKHOUSE_URL must name a host and a port from 1 to 65535 (like http://host:8123/db); "
+            f"got {redact_url(url)!r}"
+        )
+
+
 def parse_clickhouse_url(url: str) -> ClickHouseTarget:
     parsed = urlparse(url)
     query = {key: values[0] for key, values in parse_qs(parsed.query).items()}
@@ -38,6 +52,8 @@ def parse_clickhouse_url(url: str) -> ClickHouseTarget:
         if not parsed.path or parsed.netloc:
             raise ValueError(f"An embedded ClickHouse URL looks like chdb:///absolute/path, got {url!r}")
         return ClickHouseTarget("embedded", url, os.path.realpath(unquote(parsed.path)), query.get("database"))
+    if parsed.scheme in {"http", "https", "clickhouse", "clickhouses"}:
+        _check_server_address(url)
     if parsed.scheme in {"http", "https"}:
         database = unquote(parsed.path.strip("/")) or query.get("database")
         return ClickHouseTarget("http", url, None, database)

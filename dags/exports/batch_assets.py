@@ -3,6 +3,7 @@
 export machinery as ``events_export``. Adding an export is adding an entry; no Python.
 """
 
+import os
 from dataclasses import dataclass, field
 
 from dagster import (
@@ -103,7 +104,14 @@ def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDe
     """The assets, jobs and schedules of every export in ``BATCH_EXPORTS_FILE`` (validated whole)."""
     settings = settings or load_export_settings()
     definitions = BatchExportDefinitions()
-    for export in load_batch_exports(settings.batch_exports_file, settings.dagster_home):
+    required = bool(os.environ.get("BATCH_EXPORTS_FILE", "").strip())
+    deployment = {"the deployment's local export folder": settings.local_destination_url}
+    if settings.destination_url:
+        deployment["EXPORT_DESTINATION_URL"] = settings.destination_url
+    exports = load_batch_exports(
+        settings.batch_exports_file, settings.dagster_home, required=required, deployment_destinations=deployment
+    )
+    for export in exports:
         export_asset = build_batch_export_asset(export, settings.max_partitions_per_run)
         job = define_asset_job(
             name=f"batch_export_{export.name}_job",

@@ -27,12 +27,15 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from yaml.events import AliasEvent
 
 from dags.exports.datasets import DATASETS, ExportSelection
+from dags.exports.destination_overlap import overlap_problems
 from dags.exports.resource import CREDENTIAL_NAMES, parse_destination_url
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 DAGSTER_HOME_PLACEHOLDER = "${DAGSTER_HOME}"
+INT64_MAX = 2**63 - 1  # team_id is an Int64 column: a larger id would wrap to another team
 
 
 class BatchExportsFileError(ValueError):
@@ -45,7 +48,7 @@ class BatchExport(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=NAME_PATTERN, max_length=100)
-    team_id: int = Field(ge=1)
+    team_id: int = Field(strict=True, ge=1, le=INT64_MAX)
     dataset: Literal["events", "web_pre_aggregated_stats", "web_pre_aggregated_bounces"]
     destination: str
     credentials_env: dict[str, str] = Field(default_factory=dict)
@@ -82,7 +85,7 @@ def entry_problems(entry: BatchExport, dagster_home: Path) -> list[tuple[str, st
             )
         if not variable.replace("_", "").isalnum() or variable[0].isdigit():
             problems.append(
-                ("credentials_env", f"{variable!r} (for {name}) must be the name of a variable, not a value")
+                ("credentials_env", f"the value given for {name} must be the name of an environment variable")
             )
     for field_name in ("events", "exclude_events"):
         if getattr(entry, field_name) and not dataset.has_events:
@@ -107,17 +110,59 @@ def expand_destination(destination: str, dagster_home: Path) -> str:
     return destination.replace(f"file://{DAGSTER_HOME_PLACEHOLDER}", f"file:///{home}")
 
 
-def load_batch_exports(path: Path, dagster_home: Path) -> list[BatchExport]:
-    """The exports declared in ``path``, with destinations expanded; every problem raises together.
+MAX_ALIASES = 20  # bounds what aliases can expand to (an alias bomb: a few lines, gigabytes) yet allows anchors
 
-    A missing file declares no exports (a deployment without batch exports).
-    """
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses more than ``MAX_ALIASES`` YAML aliases."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise BatchExportsFileError(
+                    f"more than {MAX_ALIASES} aliases (*name) in a batch exports file (line {mark.line + 1})"
+                )
+        return super().compose_node(parent, index)
+
+
+def read_document(path: Path, required: bool) -> Any:
+    """The YAML document in ``path``; every way the file cannot be read is a ``BatchExportsFileError``."""
     if not path.exists():
-        return []
+        if required:
+            raise BatchExportsFileError(f"BATCH_EXPORTS_FILE names {path}, which does not exist")
+        return {}
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except IsADirectoryError:
+        raise BatchExportsFileError(f"{path} is a folder, not a batch exports file") from None
+    except UnicodeDecodeError as error:
+        raise BatchExportsFileError(f"{path} is not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise BatchExportsFileError(f"{path} cannot be read: {error.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except BatchExportsFileError as error:
+        raise BatchExportsFileError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise BatchExportsFileError(f"{path} is not valid YAML: {error}") from None
+    except ValueError as error:  # e.g. an impossible date such as 2024-02-30
+        raise BatchExportsFileError(f"{path} holds a value YAML cannot read: {error}") from None
+
+
+def load_batch_exports(
+    path: Path, dagster_home: Path, *, required: bool = False, deployment_destinations: dict[str, str] | None = None
+) -> list[BatchExport]:
+    """The exports declared in ``path``, with destinations expanded; every problem raises together.
+
+    A missing file declares no exports (a deployment without batch exports) unless ``required``
+    (``BATCH_EXPORTS_FILE`` named it). ``deployment_destinations`` (variable -> URL) are places no export may
+    overlap.
+    """
+    document = read_document(path, required)
     if not isinstance(document, dict) or set(document) - {"exports"}:
         raise BatchExportsFileError(f"{path}: the file must hold one key, exports: a list of exports")
     entries = document.get("exports") or []
@@ -126,6 +171,7 @@ def load_batch_exports(path: Path, dagster_home: Path) -> list[BatchExport]:
 
     problems: list[str] = []
     exports: list[BatchExport] = []
+    labels: list[str] = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(entries):
         name = raw.get("name") if isinstance(raw, dict) else None
@@ -141,6 +187,13 @@ def load_batch_exports(path: Path, dagster_home: Path) -> list[BatchExport]:
             continue
         problems.extend(f"{where}.{field}: {problem}" for field, problem in entry_problems(entry, dagster_home))
         exports.append(entry.model_copy(update={"destination": expand_destination(entry.destination, dagster_home)}))
+        labels.append(where)
+    problems.extend(
+        overlap_problems(
+            [(label, export.destination) for label, export in zip(labels, exports, strict=True)],
+            list((deployment_destinations or {}).items()),
+        )
+    )
     if problems:
         raise BatchExportsFileError(
             f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"- {problem}" for problem in problems)

@@ -16,6 +16,8 @@ from dags.common import env_positive_int
 BACKUP_URL_VARIABLE = "CLICKHOUSE_BACKUP_URL"
 RETENTION_DAYS_VARIABLE = "CLICKHOUSE_BACKUP_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 30
+# A century: the cutoff is now - timedelta(days=N), which Python cannot represent before year 1.
+MAX_RETENTION_DAYS = 100 * 366
 
 # S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens (ClickHouse's path-style parsing
 # needs at least 3 characters too).
@@ -82,5 +84,5 @@ def load_backup_settings() -> BackupSettings:
     url = os.environ.get(BACKUP_URL_VARIABLE, "").strip()
     return BackupSettings(
         location=parse_backup_url(url) if url else None,
-        retention_days=env_positive_int(RETENTION_DAYS_VARIABLE, DEFAULT_RETENTION_DAYS),
+        retention_days=env_positive_int(RETENTION_DAYS_VARIABLE, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS),
     )

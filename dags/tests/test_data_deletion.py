@@ -523,3 +523,81 @@ def test_a_bad_wait_setting_fails_with_the_variable_name(monkeypatch: pytest.Mon
     monkeypatch.setenv("DATA_DELETION_MAX_WAIT_HOURS", "soon")
     with pytest.raises(SettingError, match="DATA_DELETION_MAX_WAIT_HOURS"):
         load_deletion_settings()
+
+
+def test_a_rewrite_that_writes_nothing_leaves_the_request_open_because_verification_reads_the_planned_files(
+    clickhouse: ClickHouseResource, tmp_path: Path, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dags.management.deletion.ops as deletion_ops
+
+    exports = local_exports(tmp_path)
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        team, person = person_of_one_day(client, DAYS[1])
+        insert_request(client, team_id=team, key_type="person", key=person)
+    # A broken rewrite op: it takes no file in hand, writes nothing and reports nothing.
+    def rewrite_nothing(*args: Any) -> list[str]:
+        args[4].clear()
+        return []
+
+    monkeypatch.setattr(deletion_ops, "rewrite_files", rewrite_nothing)
+
+    result = run_deletion(clickhouse, exports, dagster_instance)
+
+    assert not result.success
+    stale = read_parquet(exports.list_files()[f"{EVENTS_DATASET.name}/date={DAYS[1]}/{DATA_FILE}"])
+    assert person in stale.column("person_id").to_pylist()
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert request["status"] != "done"
+
+
+def test_a_delete_that_leaves_the_persons_rows_in_events_leaves_the_request_open(
+    clickhouse: ClickHouseResource, tmp_path: Path, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dags.management.deletion.ops as deletion_ops
+
+    exports = local_exports(tmp_path)
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        team, person = person_of_one_day(client, DAYS[1])
+        insert_request(client, team_id=team, key_type="person", key=person)
+    # A broken delete step: it reports success and deletes nothing.
+    monkeypatch.setattr(deletion_ops, "delete_events", lambda *args: [])
+
+    result = run_deletion(clickhouse, exports, dagster_instance)
+
+    assert not result.success
+    with clickhouse.get_client() as client:
+        left = client.command(
+            "SELECT count() FROM events WHERE person_id = toUUID({person:String})", {"person": person}
+        )
+        [request] = request_rows(client)
+    assert left > 0 and request["status"] != "done"
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "verify_and_complete"
+    assert f"{left:,} matching rows still in events" in str(failure.step_failure_data.user_failure_data.description)
+
+
+def test_a_recompute_that_leaves_a_stale_pre_aggregate_day_leaves_the_request_open(
+    clickhouse: ClickHouseResource, tmp_path: Path, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dags.management.deletion.ops as deletion_ops
+
+    exports = local_exports(tmp_path)
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        team, person = person_of_one_day(client, DAYS[1])
+        insert_request(client, team_id=team, key_type="person", key=person)
+    # A broken recompute step: it reports the days recomputed and leaves the pre-aggregates as they were.
+    monkeypatch.setattr(deletion_ops, "recompute_days", lambda *args: None)
+
+    result = run_deletion(clickhouse, exports, dagster_instance)
+
+    assert not result.success
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert request["status"] != "done"
+    [failure] = result.get_step_failure_events()
+    description = str(failure.step_failure_data.user_failure_data.description)
+    assert failure.step_key == "verify_and_complete" and f"{DAYS[1]}..{DAYS[1] + timedelta(days=1)}" in description

@@ -24,7 +24,10 @@ def engine_error(error: str) -> str:
 
 
 def started_id(result: Any) -> str:
-    """The operation id from what ``BACKUP ... ASYNC`` answers: ``[id, status]``."""
+    """The operation id from what ``BACKUP ... ASYNC`` answers: ``id\tstatus`` over HTTP and embedded,
+    ``[(id, status)]`` (one row) over the native protocol."""
+    if isinstance(result, list) and len(result) == 1 and isinstance(result[0], list | tuple):
+        result = result[0]
     if isinstance(result, list | tuple):
         return str(result[0])
     return str(result).split("\t", 1)[0].strip()

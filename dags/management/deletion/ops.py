@@ -336,11 +336,12 @@ def verify_and_complete(
             if left:
                 found.append(f"{left:,} matching rows still in events")
             found += failed_pre_aggregate_checks(client, request.days_recomputed, [request.team_id])
+            # The plan's files, read back whatever the rewrite ops reported: a rewrite that wrote nothing
+            # must not let the request pass.
+            planned = exported_files(destination, request.event_days, request.days_recomputed).files
+            urls = {(file.dataset.name, file.day): url for file, url in rewritten}
             mine = [
-                (file, url)
-                for file, url in rewritten
-                if file.day
-                in (request.event_days if file.dataset.name == EVENTS_DATASET.name else request.days_recomputed)
+                (file, urls.get((file.dataset.name, file.day), destination.url_of(file.path))) for file in planned
             ]
             for file, url in mine:
                 still = deleted_rows_in_file(destination, file, request)

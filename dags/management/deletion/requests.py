@@ -171,8 +171,34 @@ def create_requests_table(client: ClickHouseClient) -> None:
     client.command(CREATE_REQUESTS_TABLE)
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def new_request_problem(team_id: object, key_type: str, key: str) -> str | None:
+    """Why a request cannot be recorded (naming the field), or None: checked before anything is written."""
+    if isinstance(team_id, bool) or not isinstance(team_id, int):
+        return f"team_id must be a whole number, got {team_id!r}"
+    if not INT64_MIN <= team_id <= INT64_MAX:
+        return f"team_id must be between {INT64_MIN} and {INT64_MAX} (Int64), got {team_id}"
+    if key_type not in KEY_TYPES:
+        return f"key_type must be one of {', '.join(KEY_TYPES)}, got {key_type!r}"
+    if key_type == "person":
+        try:
+            canonical = str(uuid.UUID(key)) == key.lower()
+        except ValueError:
+            canonical = False
+        if not canonical:
+            return f"key must be a person UUID (like 0190f2c4-8a4e-7a6b-9c1d-2e3f4a5b6c7d), not a distinct_id: got {key!r}"
+    elif key:
+        return f"key must be empty for a team request, got {key!r}"
+    return None
+
+
 def insert_request(client: ClickHouseClient, team_id: int, key_type: str, key: str) -> str:
-    """Record a new pending request; returns its id. It is checked when the deletion job takes it."""
+    """Record a new pending request; returns its id. Raises ``ValueError`` naming the field on a bad request."""
+    problem = new_request_problem(team_id, key_type, key)
+    if problem is not None:
+        raise ValueError(problem)
     create_requests_table(client)
     client.command(INSERT_REQUEST, {"team_id": team_id, "key_type": key_type, "key": key})
     newest = client.query_rows(

@@ -2,7 +2,10 @@
 
 from dataclasses import dataclass
 
-from dags.common import env_positive_int, env_positive_seconds
+from dags.common import UINT32_MAX, env_positive_int, env_positive_seconds
+
+# A century: the wait is subtracted from now() in SQL and in Python, which both stop at a few thousand years.
+MAX_WAIT_HOURS = 100 * 366 * 24
 
 
 @dataclass(frozen=True)
@@ -14,7 +17,7 @@ class DeletionSettings:
 
 def load_deletion_settings() -> DeletionSettings:
     return DeletionSettings(
-        max_wait_hours=env_positive_int("DATA_DELETION_MAX_WAIT_HOURS", 72),
+        max_wait_hours=env_positive_int("DATA_DELETION_MAX_WAIT_HOURS", 72, MAX_WAIT_HOURS),
         mutation_timeout_seconds=env_positive_seconds("DATA_DELETION_MUTATION_TIMEOUT_SECONDS", 3600.0),
-        max_requests_per_run=env_positive_int("DATA_DELETION_MAX_REQUESTS_PER_RUN", 100),
+        max_requests_per_run=env_positive_int("DATA_DELETION_MAX_REQUESTS_PER_RUN", 100, UINT32_MAX),
     )
