@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -183,18 +184,22 @@ def test_replacing_tables_in_a_database_without_exchange_drops_and_restores_them
     clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
 ) -> None:
     ch = tables
-    assert ch.command("SELECT engine FROM system.databases WHERE name = 'default'") != "Atomic"  # chDB: Overlay
+    # A database without EXCHANGE on any server: the deprecated Ordinary engine (chDB's `default` is another).
+    target = f"ordinary_{uuid.uuid4().hex[:8]}"
+    ch.command(
+        "CREATE DATABASE {db:Identifier} ENGINE = Ordinary", {"db": target}, {"allow_deprecated_database_ordinary": 1}
+    )
+    assert ch.command("SELECT engine FROM system.databases WHERE name = {db:String}", {"db": target}) == "Ordinary"
     events, rates = rows(ch, "events"), rows(ch, "exchange_rate")
     assert backup(clickhouse, storage, dagster_instance).success
     try:
-        assert restore(clickhouse, storage, dagster_instance, target_database="default").success
-        ch.command("INSERT INTO default.exchange_rate VALUES ('EUR', '2026-11-01', 1, 2)")
-        assert restore(clickhouse, storage, dagster_instance, target_database="default", replace=True).success
-        assert rows(ch, "default.events") == events
-        assert rows(ch, "default.exchange_rate") == rates
+        assert restore(clickhouse, storage, dagster_instance, target_database=target).success
+        ch.command(f"INSERT INTO {target}.exchange_rate VALUES ('EUR', '2026-11-01', 1, 2)")
+        assert restore(clickhouse, storage, dagster_instance, target_database=target, replace=True).success
+        assert rows(ch, f"{target}.events") == events
+        assert rows(ch, f"{target}.exchange_rate") == rates
     finally:
-        ch.command("DROP TABLE IF EXISTS default.events SYNC")
-        ch.command("DROP TABLE IF EXISTS default.exchange_rate SYNC")
+        ch.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": target})
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupted"])

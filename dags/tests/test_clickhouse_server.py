@@ -183,35 +183,47 @@ def test_run_on_all_hosts_reaches_every_host_and_names_the_one_that_fails(
 
 
 def test_every_client_method_binds_parameters_on_a_modern_server(clickhouse_server_url: str) -> None:
+    """The server's own ``system.query_log`` shows the substitution it made: a bound ``{day:Date}`` becomes
+    ``_CAST(19724, 'Date')`` (the day's number), a form no client writes; a value the client spliced into the
+    text would be logged as written (``'2024-01-02'``)."""
     resource = ClickHouseResource(url=clickhouse_server_url, retry_base_delay_seconds=0.1)
     tricky = "it's {not:String} 100% %(placeholder)s"
+    day = date(2024, 1, 2)
+    day_number = (day - date(1970, 1, 1)).days
     with resource.get_client() as client:
         client.command(
             "CREATE TABLE {table:Identifier} (day Date, team UInt64, text String) ENGINE = MergeTree ORDER BY day",
             {"table": "notes"},
         )
-        client.insert_arrow(
-            "notes", pa.table({"day": [date(2024, 1, 2)], "team": pa.array([7], pa.uint64()), "text": [tricky]})
-        )
+        client.insert_arrow("notes", pa.table({"day": [day], "team": pa.array([7], pa.uint64()), "text": [tricky]}))
         client.insert_df("notes", pd.DataFrame({"day": [date(2024, 1, 3)], "team": [8], "text": ["b"]}))
-        assert client.command("SELECT count() FROM notes WHERE day = {day:Date}", {"day": date(2024, 1, 2)}) == 1
+        marker = uuid.uuid4().hex[:8]
+        probe = f"SELECT count() AS n_METHOD_{marker} FROM notes WHERE day = {{day:Date}} AND text = {{text:String}}"
+        parameters = {"day": day, "text": tricky}
+        assert client.command(probe.replace("METHOD", "command"), parameters) == 1
+        assert client.query_arrow(probe.replace("METHOD", "query_arrow"), parameters).column(0).to_pylist() == [1]
+        assert list(client.query_rows(probe.replace("METHOD", "query_rows"), parameters)[0].values()) == [1]
+        with client.query_arrow_stream(probe.replace("METHOD", "stream"), parameters) as batches:
+            assert [row for batch in batches for row in batch.column(0).to_pylist()] == [1]
         filtered = client.query_arrow(
             "SELECT text FROM notes WHERE (empty({teams:Array(UInt64)}) OR has({teams:Array(UInt64)}, team)) "
             "AND text LIKE '%100%'",
             {"teams": [7]},
         )
         assert filtered.column("text").to_pylist() == [tricky]
-        with client.query_arrow_stream(
-            "SELECT toString(day) AS day_text FROM {table:Identifier} WHERE day >= {from:Date} ORDER BY day",
-            {"table": "notes", "from": "2024-01-01"},
-        ) as batches:
-            days = [row["day_text"] for batch in batches for row in batch.to_pylist()]
-        assert days == ["2024-01-02", "2024-01-03"]
-        # The server saw the placeholder and bound the value itself: nothing was spliced into the text.
-        seen = client.query_rows(
-            "SELECT {probe:String} AS probe, query FROM system.processes WHERE query_id = queryID()", {"probe": tricky}
+        client.command("SYSTEM FLUSH LOGS")
+        logged = client.query_rows(
+            "SELECT query FROM system.query_log WHERE type = 'QueryFinish' AND query LIKE {pattern:String} "
+            "AND query NOT LIKE '%query_log%'",
+            {"pattern": f"%_{marker} FROM notes%"},
         )
-        assert seen[0]["probe"] == tricky and "{probe:String}" in seen[0]["query"]
+    methods = ["command", "query_arrow", "query_rows", "stream"]
+    assert sorted(method for method in methods for row in logged if f"n_{method}_{marker}" in row["query"]) == sorted(
+        methods
+    )
+    for row in logged:
+        assert f"day = _CAST({day_number}, 'Date')" in row["query"], row["query"]
+        assert "2024-01-02" not in row["query"] and "{day:Date}" not in row["query"]
 
 
 def test_interrupting_a_long_select_on_a_modern_server_kills_it(clickhouse_server_url: str) -> None:
