@@ -328,6 +328,8 @@ class ClickHouseResource(ConfigurableResource):
                 **kwargs,
                 connect_timeout=self.connect_timeout_seconds,
                 send_receive_timeout=self.query_timeout_seconds,
+                # Otherwise the server silently ignores a setting it does not know (a typo), as HTTP does not.
+                settings_is_important=True,
             )
 
         client = connect()
