@@ -8,7 +8,8 @@ literals; the tests marked ``requires_clickhouse_server`` prove that a modern se
 import ctypes
 import threading
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pandas as pd
 import pyarrow as pa
@@ -228,3 +229,56 @@ def test_every_client_method_binds_parameters_on_a_modern_server(clickhouse_serv
 
 def test_interrupting_a_long_select_on_a_modern_server_kills_it(clickhouse_server_url: str) -> None:
     interrupt_a_long_select_and_check_it_was_killed(ClickHouseResource(url=clickhouse_server_url))
+
+
+# --- The same Arrow schema whatever the way in ------------------------------------------------------------------
+
+TYPED_ROW = """
+SELECT toUInt64(1) AS u64, toInt64(-2) AS i64, toUInt32(3) AS u32, toUInt8(4) AS u8, 'text' AS s,
+       toDate('2024-01-02') AS d, toDateTime('2024-01-02 03:04:05', 'UTC') AS dt,
+       toDateTime64('2024-01-02 03:04:05.123456', 6, 'UTC') AS dt64, true AS b, toFloat64(1.5) AS f,
+       toUUID('01234567-89ab-cdef-0123-456789abcdef') AS id, ['x', 'y'] AS arr, CAST(NULL AS Nullable(String)) AS ns,
+       toLowCardinality('l') AS lc, toDecimal64(1.5, 4) AS dec, map('k', toUInt64(7)) AS m
+"""
+
+# What ClickHouse's own Arrow format writes for these types (DateTime as seconds in a uint32, UUID as the
+# arrow.uuid extension, a column nullable only when its type is Nullable).
+TYPED_SCHEMA = pa.schema(
+    [
+        pa.field("u64", pa.uint64(), nullable=False),
+        pa.field("i64", pa.int64(), nullable=False),
+        pa.field("u32", pa.uint32(), nullable=False),
+        pa.field("u8", pa.uint8(), nullable=False),
+        pa.field("s", pa.string(), nullable=False),
+        pa.field("d", pa.date32(), nullable=False),
+        pa.field("dt", pa.uint32(), nullable=False),
+        pa.field("dt64", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("b", pa.bool_(), nullable=False),
+        pa.field("f", pa.float64(), nullable=False),
+        pa.field("id", pa.uuid(), nullable=False),
+        pa.field("arr", pa.list_(pa.field("item", pa.string(), nullable=False)), nullable=False),
+        pa.field("ns", pa.string(), nullable=True),
+        pa.field("lc", pa.string(), nullable=False),
+        pa.field("dec", pa.decimal128(18, 4), nullable=False),
+        pa.field("m", pa.map_(pa.string(), pa.field("value", pa.uint64(), nullable=False)), nullable=False),
+    ]
+)
+
+
+def test_arrow_results_have_the_same_schema_and_values_on_every_engine(ch: ClickHouseClient) -> None:
+    whole = ch.query_arrow(TYPED_ROW)
+    with ch.query_arrow_stream(TYPED_ROW) as batches:
+        streamed = list(batches)
+    empty = ch.query_arrow(TYPED_ROW + " WHERE 0")
+    for schema in (whole.schema, streamed[0].schema, empty.schema):
+        assert schema.remove_metadata().equals(TYPED_SCHEMA), schema
+    epoch = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+    assert whole.to_pylist() == [
+        {
+            "u64": 1, "i64": -2, "u32": 3, "u8": 4, "s": "text", "d": date(2024, 1, 2), "dt": int(epoch),
+            "dt64": datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC), "b": True, "f": 1.5,
+            "id": uuid.UUID("01234567-89ab-cdef-0123-456789abcdef"), "arr": ["x", "y"], "ns": None, "lc": "l",
+            "dec": Decimal("1.5000"), "m": [("k", 7)],
+        }
+    ]  # fmt: skip
+    assert pa.Table.from_batches(streamed).to_pylist() == whole.to_pylist()
