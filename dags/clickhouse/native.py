@@ -41,6 +41,11 @@ class NativeBackend:
     """
 
     def __init__(self, client: Any, connect: Callable[[], Any]):
+        from clickhouse_driver.columns.boolcolumn import BoolColumn
+
+        # The server sends a mostly-false Bool column sparse (only its true rows); clickhouse-driver 0.2.11 fills
+        # the other rows with its generic default, the integer 0, which Arrow refuses in a boolean array.
+        BoolColumn.null_value = False
         self.client = client
         self._connect = connect  # a new client on the same server, for a stream
         self._binds: bool | None = None

@@ -282,3 +282,12 @@ def test_arrow_results_have_the_same_schema_and_values_on_every_engine(ch: Click
         }
     ]  # fmt: skip
     assert pa.Table.from_batches(streamed).to_pylist() == whole.to_pylist()
+
+
+def test_a_mostly_false_bool_column_reads_back_as_booleans_on_every_engine(ch: ClickHouseClient) -> None:
+    """A column of mostly default values is stored (and sent over native) sparse: only its non-default rows."""
+    ch.command("CREATE TABLE flags (n UInt32, flag Bool) ENGINE = MergeTree ORDER BY n")
+    ch.command("INSERT INTO flags SELECT number, number = 7 FROM numbers(1000)")
+    read = ch.query_arrow("SELECT flag FROM flags ORDER BY n")
+    assert read.schema.field("flag").type == pa.bool_()
+    assert read.column("flag").to_pylist() == [n == 7 for n in range(1000)]
