@@ -1,8 +1,9 @@
 """The ClickHouse resource on real servers: Debian's 18.16 over the native protocol (one server and a cluster
-of two), and a modern server when ``CLICKHOUSE_TEST_URL`` names one.
+of two), the 26.9 server from the chdb-core wheel over HTTP and native (and ``CLICKHOUSE_TEST_URL``'s server),
+and what must be the same on every engine.
 
 18.16 cannot parse ``{name:Type}`` placeholders, so there the resource renders bound values as typed
-literals; the tests marked ``requires_clickhouse_server`` prove that a modern server binds them itself.
+literals; on a modern server the server binds them itself, as its ``system.query_log`` shows.
 """
 
 import ctypes
@@ -180,7 +181,7 @@ def test_run_on_all_hosts_reaches_every_host_and_names_the_one_that_fails(
         second.start()
 
 
-# --- A modern server (CLICKHOUSE_TEST_URL) --------------------------------------------------------------------
+# --- A modern server (26.9, and CLICKHOUSE_TEST_URL's) ----------------------------------------------------------
 
 
 def test_every_client_method_binds_parameters_on_a_modern_server(clickhouse_server_url: str) -> None:
