@@ -1,4 +1,4 @@
-"""ClickHouse backups to S3 (SeaweedFS), proven by restoring them; on the embedded ClickHouse."""
+"""ClickHouse backups to S3 (SeaweedFS) and to a folder on the server, proven by restoring them; on every engine."""
 
 import json
 import subprocess
@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, build_schedule_context, build_sensor_context
 
+from dags.clickhouse.local_server import LocalServer
 from dags.common import ClickHouseClient, ClickHouseResource
 from dags.management.backups import backup_storage_from_env
 from dags.management.backups.backup import BackupResult, take_backup
@@ -19,7 +20,7 @@ from dags.management.backups.pool import BACKUP_POOL, clickhouse_backups_pool_li
 from dags.management.backups.storage import BackupStorage
 from dags.management.backups.verify import BackupVerificationError, verify_backup
 from dags.management.settings import load_backup_settings
-from dags.tests.conftest import S3Server
+from dags.tests.conftest import S3Server, database_on_server
 
 CREATE_EVENTS = """
 CREATE TABLE events (uuid UUID, event String, properties String, timestamp DateTime64(6, 'UTC'), team_id Int64)
@@ -61,6 +62,10 @@ def storage(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> BackupStora
 @pytest.fixture
 def tables(ch: ClickHouseClient) -> ClickHouseClient:
     """The test's database holds `events` (20,000 rows) and `exchange_rate` (90 rows)."""
+    return fill(ch)
+
+
+def fill(ch: ClickHouseClient) -> ClickHouseClient:
     ch.command(CREATE_EVENTS)
     ch.command(INSERT_EVENTS, {"start": 0, "count": 20_000})
     ch.command(CREATE_EXCHANGE_RATE)
@@ -415,7 +420,7 @@ def test_backup_settings_default_to_thirty_days_and_no_location(monkeypatch: pyt
     assert settings.retention_days == 7
 
 
-def test_a_folder_url_fails_with_the_engines_own_reason_on_the_embedded_engine(
+def test_a_folder_url_outside_the_servers_allowed_backup_path_fails_with_the_engines_own_reason(
     clickhouse: ClickHouseResource,
     tables: ClickHouseClient,
     dagster_instance: DagsterInstance,
@@ -426,6 +431,28 @@ def test_a_folder_url_fails_with_the_engines_own_reason_on_the_embedded_engine(
     run = backup(clickhouse, backup_storage_from_env(), dagster_instance)
     assert not run.success
     assert "backups.allowed_path" in failure_message(run)
+
+
+@pytest.mark.parametrize("engine", ["http", "native"])
+def test_a_folder_url_on_the_server_holds_the_backup_in_that_folder_and_it_restores(
+    engine: str, clickhouse_server: LocalServer, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = clickhouse_server.http_url if engine == "http" else clickhouse_server.native_url
+    folder = clickhouse_server.root / "backups" / f"folder-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CLICKHOUSE_BACKUP_URL", folder.as_uri())
+    with database_on_server(url) as database_url:
+        clickhouse = ClickHouseResource(url=database_url, retry_base_delay_seconds=0.05)
+        with clickhouse.get_client() as ch:
+            events = rows(fill(ch), "events")
+        run = backup(clickhouse, backup_storage_from_env(), dagster_instance)
+        assert run.success, failure_message(run)
+        name = run.output_for_node("take_clickhouse_backup").name
+        assert (folder / name / ".backup").is_file(), sorted(str(path) for path in folder.rglob("*"))[:5]
+        target = f"restored_{uuid.uuid4().hex[:8]}"
+        assert restore(clickhouse, backup_storage_from_env(), dagster_instance, target_database=target).success
+        with clickhouse.get_client() as ch:
+            assert rows(ch, f"{target}.events") == events
+            ch.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": target})
 
 
 def test_backups_and_restores_share_one_pool_limited_to_one_run_and_schedules_ask_for_full_and_incremental(
