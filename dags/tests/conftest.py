@@ -1,11 +1,11 @@
 """Fixtures for the real engines the tests run on, all on loopback, none on the internet.
 
-- ``clickhouse``: the embedded ClickHouse (chDB), one session-wide data path, one database per test; and,
-  when ``CLICKHOUSE_TEST_URL`` names a server, the same test again on that server, in a database of its own.
-- ``native_clickhouse_server``: Debian's clickhouse-server 18.16, for the native-protocol path;
-  ``native_clickhouse_cluster``: two of them defined as one cluster.
-- Tests marked ``requires_clickhouse_server`` need a modern server: without ``CLICKHOUSE_TEST_URL`` they are
-  deselected (and counted in the summary).
+- ``clickhouse``: every SQL test once per engine, each time in a database of its own: the embedded ClickHouse
+  (chDB, one session-wide data path), ``clickhouse_server`` over HTTP and over the native protocol, and the
+  server ``CLICKHOUSE_TEST_URL`` names when it is set. The summary says how many tests ran on each engine.
+- ``clickhouse_server``: a real ClickHouse 26.9 server from the chdb-core wheel (``LocalServer``), one per
+  xdist worker; ``clickhouse_server_url``: a database of the test's own on it, over HTTP and over native.
+- ``native_clickhouse_server``: Debian's clickhouse-server 18.16, for what an old server does differently.
 - ``s3_server``: SeaweedFS speaking S3 (it checks signatures); ``gcs_server``: fake-gcs-server.
 - ``postgres``: Debian's PostgreSQL 15 (production instance storage, batch exports to Postgres).
 - ``http_api``: a local HTTP server that answers like the outside APIs do (routes set by each test).
@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,39 +33,12 @@ from urllib.parse import urlparse
 import pytest
 from dagster import DagsterInstance
 
+from dags.clickhouse.local_server import LocalServer
 from dags.common import ClickHouseClient, ClickHouseResource
 
 # Tests never read the developer's production settings.
 for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_CLUSTER", "EXPORT_DESTINATION_URL", "DEBUG"):
     os.environ.pop(_name, None)
-
-# A modern ClickHouse server (http(s)://... or clickhouse://...) to run the SQL tests on as well; unset in CI here.
-CLICKHOUSE_TEST_URL = os.environ.get("CLICKHOUSE_TEST_URL") or None
-SERVER_MARKER = "requires_clickhouse_server"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without ``CLICKHOUSE_TEST_URL``, deselect the tests that need a modern server (never skip them)."""
-    if CLICKHOUSE_TEST_URL:
-        return
-    needs_server = [item for item in items if item.get_closest_marker(SERVER_MARKER)]
-    if needs_server:
-        items[:] = [item for item in items if not item.get_closest_marker(SERVER_MARKER)]
-        config.hook.pytest_deselected(items=needs_server)
-        config.stash[_DESELECTED_FOR_SERVER] = len(needs_server)
-
-
-_DESELECTED_FOR_SERVER = pytest.StashKey[int]()
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    deselected = config.stash.get(_DESELECTED_FOR_SERVER, 0)
-    if deselected:
-        terminalreporter.write_line(
-            f"{deselected} deselected because they need a modern ClickHouse server: set CLICKHOUSE_TEST_URL "
-            f"(marker {SERVER_MARKER})"
-        )
-
 
 def missing_server(message: str) -> None:
     """A server the tests need is not installed: skip on a developer's machine, fail in CI (``CI=true``),
@@ -115,45 +89,104 @@ def clickhouse_data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("clickhouse") / "data"
 
 
+# --- ClickHouse on three engines: embedded, a 26.9 server over HTTP, the same server over native ----------
+# (server branch: the `clickhouse_server` fixture, the engine-parametrized `clickhouse` fixture and the
+# per-engine count in the terminal summary.)
+
+# An operator's own server (http(s)://... or clickhouse://...), to run every SQL test on as a fourth engine.
+CLICKHOUSE_TEST_URL = os.environ.get("CLICKHOUSE_TEST_URL") or None
+CLICKHOUSE_ENGINES = ["embedded", "http", "native"] + (["test-url"] if CLICKHOUSE_TEST_URL else [])
+ENGINE_PROPERTY = "clickhouse_engine"
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A real ClickHouse 26.9 server (the chdb-core wheel's) on free loopback ports; one per xdist worker."""
+    server = LocalServer(tmp_path_factory.mktemp("clickhouse-server-26.9"))
+    server.start()
+    yield server
+    server.stop()
+
+
 def server_url_with_database(url: str, database: str) -> str:
     """``url`` (a server's) pointing at ``database`` instead of the database it names."""
     return urlparse(url)._replace(path=f"/{database}", query="").geturl()
 
 
-@pytest.fixture(params=["embedded", "server"] if CLICKHOUSE_TEST_URL else None)
-def clickhouse(request: pytest.FixtureRequest, clickhouse_data_path: Path) -> Iterator[ClickHouseResource]:
-    """The ClickHouse resource in a database of this test's own: on the embedded engine, and also on the
-    server ``CLICKHOUSE_TEST_URL`` names when it is set (the database is created there and dropped after)."""
-    database = f"test_{uuid.uuid4().hex[:12]}"
-    if getattr(request, "param", "embedded") == "server":
+def engine_url(request: pytest.FixtureRequest, engine: str) -> str:
+    """The URL of ``engine``'s server (its ``default`` database); starts the local server on first use."""
+    if engine == "test-url":
         assert CLICKHOUSE_TEST_URL is not None
-        with ClickHouseResource(url=CLICKHOUSE_TEST_URL).get_client() as admin:
-            admin.command("CREATE DATABASE {database:Identifier}", {"database": database})
-        url = server_url_with_database(CLICKHOUSE_TEST_URL, database)
-    else:
-        url = f"chdb://{clickhouse_data_path}?database={database}"
-    resource = ClickHouseResource(url=url, retry_base_delay_seconds=0.05, lock_timeout_seconds=120)
-    with resource.get_client(create_database=True):
-        pass  # the test's database exists before the test, as a deployment's does
-    yield resource
-    with resource.get_client() as client:
-        client.command("DROP DATABASE IF EXISTS {database:Identifier}", {"database": database})
+        return CLICKHOUSE_TEST_URL
+    server: LocalServer = request.getfixturevalue("clickhouse_server")
+    return server.http_url if engine == "http" else server.native_url
 
 
-@pytest.fixture
-def clickhouse_server_url() -> Iterator[str]:
-    """A database of this test's own on the modern server ``CLICKHOUSE_TEST_URL`` names, as a URL.
-
-    Only for tests marked ``requires_clickhouse_server`` (deselected when the variable is unset)."""
-    if CLICKHOUSE_TEST_URL is None:
-        pytest.fail(f"set CLICKHOUSE_TEST_URL, or mark the test {SERVER_MARKER} so that it is deselected")
+@contextmanager
+def database_on_server(url: str) -> Iterator[str]:
+    """A new database of the test's own on the server ``url`` names, as a URL; dropped after."""
     database = f"test_{uuid.uuid4().hex[:12]}"
-    admin = ClickHouseResource(url=CLICKHOUSE_TEST_URL)
+    admin = ClickHouseResource(url=url, retry_base_delay_seconds=0.05)
     with admin.get_client() as client:
         client.command("CREATE DATABASE {database:Identifier}", {"database": database})
-    yield server_url_with_database(CLICKHOUSE_TEST_URL, database)
-    with admin.get_client() as client:
-        client.command("DROP DATABASE IF EXISTS {database:Identifier}", {"database": database})
+    try:
+        yield server_url_with_database(url, database)
+    finally:
+        with admin.get_client() as client:
+            client.command("DROP DATABASE IF EXISTS {database:Identifier} SYNC", {"database": database})
+
+
+@pytest.fixture(params=CLICKHOUSE_ENGINES)
+def clickhouse(request: pytest.FixtureRequest, clickhouse_data_path: Path) -> Iterator[ClickHouseResource]:
+    """The ClickHouse resource in a database of this test's own, once per engine: the embedded engine, the
+    26.9 server over HTTP, the same server over the native protocol (and ``CLICKHOUSE_TEST_URL``'s server)."""
+    engine: str = request.param
+    request.node.user_properties.append((ENGINE_PROPERTY, engine))
+    if engine == "embedded":
+        database = f"test_{uuid.uuid4().hex[:12]}"
+        resource = ClickHouseResource(
+            url=f"chdb://{clickhouse_data_path}?database={database}",
+            retry_base_delay_seconds=0.05,
+            lock_timeout_seconds=120,
+        )
+        with resource.get_client(create_database=True):
+            pass  # the test's database exists before the test, as a deployment's does
+        yield resource
+        with resource.get_client() as client:
+            client.command("DROP DATABASE IF EXISTS {database:Identifier}", {"database": database})
+        return
+    with database_on_server(engine_url(request, engine)) as url:
+        yield ClickHouseResource(url=url, retry_base_delay_seconds=0.05)
+
+
+@pytest.fixture(params=[engine for engine in CLICKHOUSE_ENGINES if engine != "embedded"])
+def clickhouse_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of this test's own on a server, as a URL: the 26.9 server over HTTP, over native (and
+    ``CLICKHOUSE_TEST_URL``'s server)."""
+    request.node.user_properties.append((ENGINE_PROPERTY, request.param))
+    with database_on_server(engine_url(request, request.param)) as url:
+        yield url
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the tests that ran on each engine (on the xdist controller too: user properties travel)."""
+    if report.when != "call":
+        return
+    engine = dict(report.user_properties).get(ENGINE_PROPERTY)
+    if engine is not None:
+        _engine_counts[engine] = _engine_counts.get(engine, 0) + 1
+
+
+_engine_counts: dict[str, int] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _engine_counts:
+        ran = ", ".join(f"{count} on {engine}" for engine, count in sorted(_engine_counts.items()))
+        terminalreporter.write_line(f"ClickHouse tests run: {ran}")
+
+
+# --- end of the three-engine block ----------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -182,7 +182,6 @@ def test_run_on_all_hosts_reaches_every_host_and_names_the_one_that_fails(
 # --- A modern server (CLICKHOUSE_TEST_URL) --------------------------------------------------------------------
 
 
-@pytest.mark.requires_clickhouse_server
 def test_every_client_method_binds_parameters_on_a_modern_server(clickhouse_server_url: str) -> None:
     resource = ClickHouseResource(url=clickhouse_server_url, retry_base_delay_seconds=0.1)
     tricky = "it's {not:String} 100% %(placeholder)s"
@@ -215,6 +214,5 @@ def test_every_client_method_binds_parameters_on_a_modern_server(clickhouse_serv
         assert seen[0]["probe"] == tricky and "{probe:String}" in seen[0]["query"]
 
 
-@pytest.mark.requires_clickhouse_server
 def test_interrupting_a_long_select_on_a_modern_server_kills_it(clickhouse_server_url: str) -> None:
     interrupt_a_long_select_and_check_it_was_killed(ClickHouseResource(url=clickhouse_server_url))
