@@ -189,6 +189,20 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # --- end of the three-engine block ----------------------------------------------------------------------
 
 
+@pytest.fixture(params=CLICKHOUSE_ENGINES)
+def clickhouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """``CLICKHOUSE_URL`` for an end-to-end test that runs the pipelines as a user does (``bin/demo``, a job
+    in a subprocess), once per engine: an embedded data path of the test's own (the process it starts opens
+    it), then a database of the test's own on the 26.9 server over HTTP and over native."""
+    engine: str = request.param
+    request.node.user_properties.append((ENGINE_PROPERTY, engine))
+    if engine == "embedded":
+        yield f"chdb://{tmp_path / 'clickhouse'}"
+        return
+    with database_on_server(engine_url(request, engine)) as url:
+        yield url
+
+
 @pytest.fixture
 def ch(clickhouse: ClickHouseResource) -> Iterator[ClickHouseClient]:
     """An open client on the test's database, for setting up and reading back tables."""

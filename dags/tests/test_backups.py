@@ -18,7 +18,8 @@ from dags.management.backups.pool import BACKUP_POOL, clickhouse_backups_pool_li
 from dags.management.backups.storage import BackupStorage
 from dags.management.backups.verify import BackupVerificationError, verify_backup
 from dags.management.settings import load_backup_settings
-from dags.tests.conftest import S3Server
+from dags.clickhouse.local_server import LocalServer
+from dags.tests.conftest import ENGINE_PROPERTY, S3Server, database_on_server
 
 CREATE_EVENTS = """
 CREATE TABLE events (uuid UUID, event String, properties String, timestamp DateTime64(6, 'UTC'), team_id Int64)
@@ -418,6 +419,41 @@ def test_a_folder_url_fails_with_the_engines_own_reason_on_the_embedded_engine(
     run = backup(clickhouse, backup_storage_from_env(), dagster_instance)
     assert not run.success
     assert "backups.allowed_path" in failure_message(run)
+
+
+@pytest.mark.parametrize("protocol", ["http", "native"])
+def test_a_folder_backup_on_a_server_lands_in_its_allowed_path_and_restores_identical_tables(
+    protocol: str,
+    clickhouse_server: LocalServer,
+    dagster_instance: DagsterInstance,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CLICKHOUSE_BACKUP_URL=file://... names a folder the server writes to: its ``backups.allowed_path``."""
+    request.node.user_properties.append((ENGINE_PROPERTY, protocol))
+    folder = clickhouse_server.root / "backups" / request.node.name.replace("[", "-").rstrip("]")
+    monkeypatch.setenv("CLICKHOUSE_BACKUP_URL", folder.as_uri())
+    server_url = clickhouse_server.http_url if protocol == "http" else clickhouse_server.native_url
+    with database_on_server(server_url) as url:
+        clickhouse = ClickHouseResource(url=url, retry_base_delay_seconds=0.05)
+        with clickhouse.get_client() as ch:
+            for statement in (CREATE_EVENTS, INSERT_EVENTS, CREATE_EXCHANGE_RATE, INSERT_EXCHANGE_RATES):
+                ch.command(statement, {"start": 0, "count": 5_000} if statement == INSERT_EVENTS else None)
+            events, rates = rows(ch, "events"), rows(ch, "exchange_rate")
+
+            taken = backup(clickhouse, backup_storage_from_env(), dagster_instance)
+            assert taken.success, failure_message(taken)
+            name = taken.output_for_node("take_clickhouse_backup").name
+            assert (folder / name / ".backup").is_file()  # written by the server, read back from its disk
+            restored = restore(
+                clickhouse, backup_storage_from_env(), dagster_instance, backup_name=name, target_database="restored"
+            )
+            assert restored.success, failure_message(restored)
+            try:
+                assert rows(ch, "restored.events") == events
+                assert rows(ch, "restored.exchange_rate") == rates
+            finally:
+                ch.command("DROP DATABASE IF EXISTS restored SYNC")
 
 
 def test_backups_and_restores_share_one_pool_limited_to_one_run_and_schedules_ask_for_full_and_incremental(
