@@ -1,4 +1,4 @@
-"""ClickHouse backups to S3 (SeaweedFS), proven by restoring them; on the embedded ClickHouse."""
+"""ClickHouse backups to S3 (SeaweedFS) and to a server's folder, proven by restoring them, on every engine."""
 
 import json
 import subprocess
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, build_schedule_context, build_sensor_context
 
+from dags.clickhouse.local_server import LocalServer
 from dags.common import ClickHouseClient, ClickHouseResource
 from dags.management.backups import backup_storage_from_env
 from dags.management.backups.backup import BackupResult, take_backup
@@ -18,7 +19,6 @@ from dags.management.backups.pool import BACKUP_POOL, clickhouse_backups_pool_li
 from dags.management.backups.storage import BackupStorage
 from dags.management.backups.verify import BackupVerificationError, verify_backup
 from dags.management.settings import load_backup_settings
-from dags.clickhouse.local_server import LocalServer
 from dags.tests.conftest import ENGINE_PROPERTY, S3Server, database_on_server
 
 CREATE_EVENTS = """
