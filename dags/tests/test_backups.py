@@ -21,6 +21,8 @@ from dags.management.backups.verify import BackupVerificationError, verify_backu
 from dags.management.settings import load_backup_settings
 from dags.tests.conftest import ENGINE_PROPERTY, S3Server, database_on_server
 
+pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
+
 CREATE_EVENTS = """
 CREATE TABLE events (uuid UUID, event String, properties String, timestamp DateTime64(6, 'UTC'), team_id Int64)
 ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) ORDER BY (team_id, toDate(timestamp), event, uuid)
@@ -118,6 +120,7 @@ def object_keys(s3_server: S3Server, storage: BackupStorage) -> list[str]:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
+@pytest.mark.every_engine
 def test_a_full_then_a_smaller_incremental_after_new_inserts_both_restore_identical_tables(
     clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
 ) -> None:
@@ -152,6 +155,7 @@ def test_a_full_then_a_smaller_incremental_after_new_inserts_both_restore_identi
     assert not ch.query_rows("SELECT name FROM system.databases WHERE name LIKE 'backup_verify_%'")
 
 
+@pytest.mark.every_engine
 def test_restoring_over_live_tables_is_refused_without_replace_and_brings_dropped_events_back_with_it(
     clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
 ) -> None:
@@ -337,6 +341,7 @@ print(json.dumps(json.loads(str(result))["data"]))
 """
 
 
+@pytest.mark.every_engine
 def test_the_secret_is_in_no_event_log_run_config_system_backups_or_query_log(
     clickhouse: ClickHouseResource,
     tables: ClickHouseClient,
