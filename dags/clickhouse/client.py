@@ -231,7 +231,9 @@ class ClickHouseClient:
                 opened["query_id"] = query_id
                 return batches
 
-            batches = self._run(sql, open_stream, interruptible=False)
+            # Opening waits for the server's first answer, which over HTTP comes with the first block (or the
+            # end, for an aggregate): wait for it interruptibly, so a run's termination kills the query then too.
+            batches = self._run(sql, open_stream)
             if batch_rows is not None:
                 batches = batches_of_exactly(batches, batch_rows)
             # The engine reads (and regroups) the next batches while the caller encodes the last ones; the

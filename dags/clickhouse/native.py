@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from dags.clickhouse.backends import without_query_id
@@ -24,6 +24,10 @@ DRIVER_SETTINGS: dict[str, Any] = {
     "insert_block_size": 100_000,  # rows per block an insert is sent in
 }
 
+# How long a stream left early may take to confirm its cancel before its connection is dropped (which the server
+# also takes as a cancel).
+CANCEL_SECONDS = 10.0
+
 # Placeholders the server binds: {name:Type}. String literals and quoted names are matched first so that
 # braces inside them are left alone.
 _LITERAL_OR_PLACEHOLDER = re.compile(r"'(?:\\.|[^'\\])*'|`(?:\\.|[^`\\])*`|\{(\w+):\s*([^{}]+?)\s*\}")
@@ -36,18 +40,27 @@ class NativeBackend:
     batches, one per block the server sends; inserts send columns, in blocks of ``insert_block_size`` rows.
     """
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Any, connect: Callable[[], Any]):
+        from clickhouse_driver.columns.boolcolumn import BoolColumn
+
+        # The server sends a mostly-false Bool column sparse (only its true rows); clickhouse-driver 0.2.11 fills
+        # the other rows with its generic default, the integer 0, which Arrow refuses in a boolean array.
+        BoolColumn.null_value = False
         self.client = client
+        self._connect = connect  # a new client on the same server, for a stream
+        self._binds: bool | None = None
 
     @property
     def server_binds_parameters(self) -> bool:
         """Whether the server takes values beside the query (ClickHouse 22.8 and later over this protocol)."""
         from clickhouse_driver import defines
 
-        connection = self.client.connection
-        if not connection.connected:
-            connection.force_connect()
-        return connection.server_info.used_revision >= defines.DBMS_MIN_PROTOCOL_VERSION_WITH_PARAMETERS
+        if self._binds is None:
+            # Through a statement: the driver's own connect marks the connection busy until a query ends it.
+            self.client.execute("SELECT 1")
+            revision = self.client.connection.server_info.used_revision
+            self._binds = revision >= defines.DBMS_MIN_PROTOCOL_VERSION_WITH_PARAMETERS
+        return self._binds
 
     def _bind(self, sql: str, parameters: Mapping[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
         if not parameters:
@@ -87,26 +100,39 @@ class NativeBackend:
         return rows
 
     def query_arrow(self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> pa.Table:
-        with self.query_arrow_stream(sql, parameters, settings) as batches:
-            import pyarrow as pa
+        import pyarrow as pa
 
-            reader_schema = getattr(batches, "schema", None)
-            batch_list = list(batches)
-        if not batch_list:
-            return reader_schema.empty_table() if reader_schema is not None else pa.table({})
-        return pa.Table.from_batches(batch_list)
+        batches = self._read(self.client, sql, parameters, settings)
+        return pa.Table.from_batches(list(batches), schema=batches.schema)
 
     @contextmanager
     def query_arrow_stream(
         self, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]
     ) -> Iterator[Iterator[pa.RecordBatch]]:
+        """A stream on a connection of its own: the client's connection stays free for other statements while
+        the stream is open, and a stream left early is cancelled on the server when it closes."""
+        connection = self._connect()
+        batches = None
+        try:
+            batches = self._read(connection, sql, parameters, settings)
+            yield batches
+        finally:
+            try:
+                if batches is not None and not batches.ended:
+                    with suppress(Exception):  # the connection is dropped next, which the server takes as a cancel
+                        _cancel(connection)
+            finally:
+                connection.disconnect()
+
+    def _read(self, client: Any, sql: str, parameters: Mapping[str, Any] | None, settings: dict[str, Any]) -> _Batches:
+        from dags.clickhouse.arrow_types import server_schema
+
         settings, query_id = without_query_id(settings)
         query, params = self._bind(sql, parameters)
-        # One record batch per block the server sends, built column by column by the driver.
-        reader = self.client.query_arrow_stream(
-            query, params, settings=settings, query_id=query_id, field_metadata=False
-        )
-        yield _BatchIterator(reader)
+        # One record batch per block the server sends, built column by column by the driver, then cast to the
+        # types ClickHouse's own Arrow format gives (those of HTTP and the embedded engine).
+        reader = client.query_arrow_stream(query, params, settings=settings, query_id=query_id, field_metadata=True)
+        return _Batches(reader, server_schema(reader.schema), client)
 
     def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any]) -> int:
         settings, query_id = without_query_id(settings)
@@ -128,12 +154,44 @@ class NativeBackend:
         self.client.disconnect()
 
 
-class _BatchIterator:
-    """The driver's record batch reader as an iterator of batches that still knows the result's schema."""
+class _Batches:
+    """The driver's record batches cast to ``schema``; ``ended`` once the server has sent the whole result
+    (or an error: the query is over either way)."""
 
-    def __init__(self, reader: Any):
+    def __init__(self, reader: Any, schema: pa.Schema, client: Any):
         self.reader = reader
-        self.schema = reader.schema
+        self.schema = schema
+        self.client = client
+        self.ended = False
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        return iter(self.reader)
+        from dags.clickhouse.arrow_types import conform
+
+        try:
+            for batch in self.reader:
+                yield conform(batch, self.schema)
+        except BaseException:
+            self.ended = True
+            # The driver would cancel this stream before the client's next statement and wait for an end the
+            # server already sent (the error was it): the next statement then hangs. A new connection instead.
+            self.client._pending_arrow_stream = None
+            self.client.disconnect()
+            raise
+        self.ended = True
+
+
+def _cancel(client: Any) -> None:
+    """Cancel the query running on ``client``'s connection and read what the server still sends until it
+    confirms the end (bounded by ``CANCEL_SECONDS``); the connection is closed after this either way."""
+    from clickhouse_driver.protocol import ServerPacketTypes
+
+    connection = client.connection
+    if not connection.connected:
+        return
+    connection.send_cancel()
+    if connection.socket is not None:
+        connection.socket.settimeout(CANCEL_SECONDS)
+    while True:
+        packet = connection.receive_packet()
+        if packet is None or packet.type in (ServerPacketTypes.END_OF_STREAM, ServerPacketTypes.EXCEPTION):
+            return

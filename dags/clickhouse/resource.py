@@ -322,10 +322,16 @@ class ClickHouseResource(ConfigurableResource):
             settings={**DRIVER_SETTINGS, **self.settings},
         )
         kwargs = client_kwargs_from_resource_config(native.model_dump())
-        client = Client(
-            **kwargs,
-            connect_timeout=self.connect_timeout_seconds,
-            send_receive_timeout=self.query_timeout_seconds,
-        )
+
+        def connect() -> Client:
+            return Client(
+                **kwargs,
+                connect_timeout=self.connect_timeout_seconds,
+                send_receive_timeout=self.query_timeout_seconds,
+                # Otherwise the server silently ignores a setting it does not know (a typo), as HTTP does not.
+                settings_is_important=True,
+            )
+
+        client = connect()
         client.execute("SELECT 1")  # connect now, so a down server is retried here
-        return NativeBackend(client)
+        return NativeBackend(client, connect)

@@ -1,8 +1,9 @@
-"""ClickHouse backups to S3 (SeaweedFS) and to a server's folder, proven by restoring them, on every engine."""
+"""ClickHouse backups to S3 (SeaweedFS) and to a folder on the server, proven by restoring them; on every engine."""
 
 import json
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from dags.management.backups.pool import BACKUP_POOL, clickhouse_backups_pool_li
 from dags.management.backups.storage import BackupStorage
 from dags.management.backups.verify import BackupVerificationError, verify_backup
 from dags.management.settings import load_backup_settings
-from dags.tests.conftest import ENGINE_PROPERTY, S3Server, database_on_server
+from dags.tests.conftest import S3Server, database_on_server
 
 pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
 
@@ -63,6 +64,10 @@ def storage(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> BackupStora
 @pytest.fixture
 def tables(ch: ClickHouseClient) -> ClickHouseClient:
     """The test's database holds `events` (20,000 rows) and `exchange_rate` (90 rows)."""
+    return fill(ch)
+
+
+def fill(ch: ClickHouseClient) -> ClickHouseClient:
     ch.command(CREATE_EVENTS)
     ch.command(INSERT_EVENTS, {"start": 0, "count": 20_000})
     ch.command(CREATE_EXCHANGE_RATE)
@@ -184,24 +189,30 @@ def test_restoring_over_live_tables_is_refused_without_replace_and_brings_droppe
     assert not ch.query_rows("SELECT name FROM system.databases WHERE name LIKE 'restore_staging_%'")
 
 
+@pytest.mark.every_engine
 def test_replacing_tables_in_a_database_without_exchange_drops_and_restores_them_after_a_trial_restore(
     clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
 ) -> None:
     ch = tables
-    assert ch.command("SELECT engine FROM system.databases WHERE name = 'default'") != "Atomic"  # chDB: Overlay
+    # A database without EXCHANGE on any server: the deprecated Ordinary engine (chDB's `default` is another).
+    target = f"ordinary_{uuid.uuid4().hex[:8]}"
+    ch.command(
+        "CREATE DATABASE {db:Identifier} ENGINE = Ordinary", {"db": target}, {"allow_deprecated_database_ordinary": 1}
+    )
+    assert ch.command("SELECT engine FROM system.databases WHERE name = {db:String}", {"db": target}) == "Ordinary"
     events, rates = rows(ch, "events"), rows(ch, "exchange_rate")
     assert backup(clickhouse, storage, dagster_instance).success
     try:
-        assert restore(clickhouse, storage, dagster_instance, target_database="default").success
-        ch.command("INSERT INTO default.exchange_rate VALUES ('EUR', '2026-11-01', 1, 2)")
-        assert restore(clickhouse, storage, dagster_instance, target_database="default", replace=True).success
-        assert rows(ch, "default.events") == events
-        assert rows(ch, "default.exchange_rate") == rates
+        assert restore(clickhouse, storage, dagster_instance, target_database=target).success
+        ch.command(f"INSERT INTO {target}.exchange_rate VALUES ('EUR', '2026-11-01', 1, 2)")
+        assert restore(clickhouse, storage, dagster_instance, target_database=target, replace=True).success
+        assert rows(ch, f"{target}.events") == events
+        assert rows(ch, f"{target}.exchange_rate") == rates
     finally:
-        ch.command("DROP TABLE IF EXISTS default.events SYNC")
-        ch.command("DROP TABLE IF EXISTS default.exchange_rate SYNC")
+        ch.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": target})
 
 
+@pytest.mark.every_engine
 @pytest.mark.parametrize("damage", ["missing", "corrupted"])
 def test_a_missing_or_corrupted_file_fails_verification_with_a_clear_message(
     clickhouse: ClickHouseResource,
@@ -413,7 +424,8 @@ def test_backup_settings_default_to_thirty_days_and_no_location(monkeypatch: pyt
     assert settings.retention_days == 7
 
 
-def test_a_folder_url_fails_with_the_engines_own_reason_on_the_embedded_engine(
+@pytest.mark.every_engine
+def test_a_folder_url_outside_the_servers_allowed_backup_path_fails_with_the_engines_own_reason(
     clickhouse: ClickHouseResource,
     tables: ClickHouseClient,
     dagster_instance: DagsterInstance,
@@ -426,39 +438,26 @@ def test_a_folder_url_fails_with_the_engines_own_reason_on_the_embedded_engine(
     assert "backups.allowed_path" in failure_message(run)
 
 
-@pytest.mark.parametrize("protocol", ["http", "native"])
-def test_a_folder_backup_on_a_server_lands_in_its_allowed_path_and_restores_identical_tables(
-    protocol: str,
-    clickhouse_server: LocalServer,
-    dagster_instance: DagsterInstance,
-    request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("engine", ["http", "native"])
+def test_a_folder_url_on_the_server_holds_the_backup_in_that_folder_and_it_restores(
+    engine: str, clickhouse_server: LocalServer, dagster_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """CLICKHOUSE_BACKUP_URL=file://... names a folder the server writes to: its ``backups.allowed_path``."""
-    request.node.user_properties.append((ENGINE_PROPERTY, protocol))
-    folder = clickhouse_server.root / "backups" / request.node.name.replace("[", "-").rstrip("]")
+    url = clickhouse_server.http_url if engine == "http" else clickhouse_server.native_url
+    folder = clickhouse_server.root / "backups" / f"folder-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("CLICKHOUSE_BACKUP_URL", folder.as_uri())
-    server_url = clickhouse_server.http_url if protocol == "http" else clickhouse_server.native_url
-    with database_on_server(server_url) as url:
-        clickhouse = ClickHouseResource(url=url, retry_base_delay_seconds=0.05)
+    with database_on_server(url) as database_url:
+        clickhouse = ClickHouseResource(url=database_url, retry_base_delay_seconds=0.05)
         with clickhouse.get_client() as ch:
-            for statement in (CREATE_EVENTS, INSERT_EVENTS, CREATE_EXCHANGE_RATE, INSERT_EXCHANGE_RATES):
-                ch.command(statement, {"start": 0, "count": 5_000} if statement == INSERT_EVENTS else None)
-            events, rates = rows(ch, "events"), rows(ch, "exchange_rate")
-
-            taken = backup(clickhouse, backup_storage_from_env(), dagster_instance)
-            assert taken.success, failure_message(taken)
-            name = taken.output_for_node("take_clickhouse_backup").name
-            assert (folder / name / ".backup").is_file()  # written by the server, read back from its disk
-            restored = restore(
-                clickhouse, backup_storage_from_env(), dagster_instance, backup_name=name, target_database="restored"
-            )
-            assert restored.success, failure_message(restored)
-            try:
-                assert rows(ch, "restored.events") == events
-                assert rows(ch, "restored.exchange_rate") == rates
-            finally:
-                ch.command("DROP DATABASE IF EXISTS restored SYNC")
+            events = rows(fill(ch), "events")
+        run = backup(clickhouse, backup_storage_from_env(), dagster_instance)
+        assert run.success, failure_message(run)
+        name = run.output_for_node("take_clickhouse_backup").name
+        assert (folder / name / ".backup").is_file(), sorted(str(path) for path in folder.rglob("*"))[:5]
+        target = f"restored_{uuid.uuid4().hex[:8]}"
+        assert restore(clickhouse, backup_storage_from_env(), dagster_instance, target_database=target).success
+        with clickhouse.get_client() as ch:
+            assert rows(ch, f"{target}.events") == events
+            ch.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": target})
 
 
 def test_backups_and_restores_share_one_pool_limited_to_one_run_and_schedules_ask_for_full_and_incremental(

@@ -1,14 +1,16 @@
 """The ClickHouse resource on real servers: Debian's 18.16 over the native protocol (one server and a cluster
-of two), and a modern server when ``CLICKHOUSE_TEST_URL`` names one.
+of two), the 26.9 server from the chdb-core wheel over HTTP and native (and ``CLICKHOUSE_TEST_URL``'s server),
+and what must be the same on every engine.
 
 18.16 cannot parse ``{name:Type}`` placeholders, so there the resource renders bound values as typed
-literals; the tests marked ``requires_clickhouse_server`` prove that a modern server binds them itself.
+literals; on a modern server the server binds them itself, as its ``system.query_log`` shows.
 """
 
 import ctypes
 import threading
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pandas as pd
 import pyarrow as pa
@@ -179,40 +181,114 @@ def test_run_on_all_hosts_reaches_every_host_and_names_the_one_that_fails(
         second.start()
 
 
-# --- A modern server (CLICKHOUSE_TEST_URL) --------------------------------------------------------------------
+# --- A modern server (26.9, and CLICKHOUSE_TEST_URL's) ----------------------------------------------------------
 
 
 def test_every_client_method_binds_parameters_on_a_modern_server(clickhouse_server_url: str) -> None:
+    """The server's own ``system.query_log`` shows the substitution it made: a bound ``{day:Date}`` becomes
+    ``_CAST(19724, 'Date')`` (the day's number), a form no client writes; a value the client spliced into the
+    text would be logged as written (``'2024-01-02'``)."""
     resource = ClickHouseResource(url=clickhouse_server_url, retry_base_delay_seconds=0.1)
     tricky = "it's {not:String} 100% %(placeholder)s"
+    day = date(2024, 1, 2)
+    day_number = (day - date(1970, 1, 1)).days
     with resource.get_client() as client:
         client.command(
             "CREATE TABLE {table:Identifier} (day Date, team UInt64, text String) ENGINE = MergeTree ORDER BY day",
             {"table": "notes"},
         )
-        client.insert_arrow(
-            "notes", pa.table({"day": [date(2024, 1, 2)], "team": pa.array([7], pa.uint64()), "text": [tricky]})
-        )
+        client.insert_arrow("notes", pa.table({"day": [day], "team": pa.array([7], pa.uint64()), "text": [tricky]}))
         client.insert_df("notes", pd.DataFrame({"day": [date(2024, 1, 3)], "team": [8], "text": ["b"]}))
-        assert client.command("SELECT count() FROM notes WHERE day = {day:Date}", {"day": date(2024, 1, 2)}) == 1
+        marker = uuid.uuid4().hex[:8]
+        probe = f"SELECT count() AS n_METHOD_{marker} FROM notes WHERE day = {{day:Date}} AND text = {{text:String}}"
+        parameters = {"day": day, "text": tricky}
+        assert client.command(probe.replace("METHOD", "command"), parameters) == 1
+        assert client.query_arrow(probe.replace("METHOD", "query_arrow"), parameters).column(0).to_pylist() == [1]
+        assert list(client.query_rows(probe.replace("METHOD", "query_rows"), parameters)[0].values()) == [1]
+        with client.query_arrow_stream(probe.replace("METHOD", "stream"), parameters) as batches:
+            assert [row for batch in batches for row in batch.column(0).to_pylist()] == [1]
         filtered = client.query_arrow(
             "SELECT text FROM notes WHERE (empty({teams:Array(UInt64)}) OR has({teams:Array(UInt64)}, team)) "
             "AND text LIKE '%100%'",
             {"teams": [7]},
         )
         assert filtered.column("text").to_pylist() == [tricky]
-        with client.query_arrow_stream(
-            "SELECT toString(day) AS day_text FROM {table:Identifier} WHERE day >= {from:Date} ORDER BY day",
-            {"table": "notes", "from": "2024-01-01"},
-        ) as batches:
-            days = [row["day_text"] for batch in batches for row in batch.to_pylist()]
-        assert days == ["2024-01-02", "2024-01-03"]
-        # The server saw the placeholder and bound the value itself: nothing was spliced into the text.
-        seen = client.query_rows(
-            "SELECT {probe:String} AS probe, query FROM system.processes WHERE query_id = queryID()", {"probe": tricky}
+        client.command("SYSTEM FLUSH LOGS")
+        logged = client.query_rows(
+            "SELECT query FROM system.query_log WHERE type = 'QueryFinish' AND query LIKE {pattern:String} "
+            "AND query NOT LIKE '%query_log%'",
+            {"pattern": f"%_{marker} FROM notes%"},
         )
-        assert seen[0]["probe"] == tricky and "{probe:String}" in seen[0]["query"]
+    methods = ["command", "query_arrow", "query_rows", "stream"]
+    assert sorted(method for method in methods for row in logged if f"n_{method}_{marker}" in row["query"]) == sorted(
+        methods
+    )
+    for row in logged:
+        assert f"day = _CAST({day_number}, 'Date')" in row["query"], row["query"]
+        assert "2024-01-02" not in row["query"] and "{day:Date}" not in row["query"]
 
 
 def test_interrupting_a_long_select_on_a_modern_server_kills_it(clickhouse_server_url: str) -> None:
     interrupt_a_long_select_and_check_it_was_killed(ClickHouseResource(url=clickhouse_server_url))
+
+
+# --- The same Arrow schema whatever the way in ------------------------------------------------------------------
+
+TYPED_ROW = """
+SELECT toUInt64(1) AS u64, toInt64(-2) AS i64, toUInt32(3) AS u32, toUInt8(4) AS u8, 'text' AS s,
+       toDate('2024-01-02') AS d, toDateTime('2024-01-02 03:04:05', 'UTC') AS dt,
+       toDateTime64('2024-01-02 03:04:05.123456', 6, 'UTC') AS dt64, true AS b, toFloat64(1.5) AS f,
+       toUUID('01234567-89ab-cdef-0123-456789abcdef') AS id, ['x', 'y'] AS arr, CAST(NULL AS Nullable(String)) AS ns,
+       toLowCardinality('l') AS lc, toDecimal64(1.5, 4) AS dec, map('k', toUInt64(7)) AS m
+"""
+
+# What ClickHouse's own Arrow format writes for these types (DateTime as seconds in a uint32, UUID as the
+# arrow.uuid extension, a column nullable only when its type is Nullable).
+TYPED_SCHEMA = pa.schema(
+    [
+        pa.field("u64", pa.uint64(), nullable=False),
+        pa.field("i64", pa.int64(), nullable=False),
+        pa.field("u32", pa.uint32(), nullable=False),
+        pa.field("u8", pa.uint8(), nullable=False),
+        pa.field("s", pa.string(), nullable=False),
+        pa.field("d", pa.date32(), nullable=False),
+        pa.field("dt", pa.uint32(), nullable=False),
+        pa.field("dt64", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("b", pa.bool_(), nullable=False),
+        pa.field("f", pa.float64(), nullable=False),
+        pa.field("id", pa.uuid(), nullable=False),
+        pa.field("arr", pa.list_(pa.field("item", pa.string(), nullable=False)), nullable=False),
+        pa.field("ns", pa.string(), nullable=True),
+        pa.field("lc", pa.string(), nullable=False),
+        pa.field("dec", pa.decimal128(18, 4), nullable=False),
+        pa.field("m", pa.map_(pa.string(), pa.field("value", pa.uint64(), nullable=False)), nullable=False),
+    ]
+)
+
+
+def test_arrow_results_have_the_same_schema_and_values_on_every_engine(ch: ClickHouseClient) -> None:
+    whole = ch.query_arrow(TYPED_ROW)
+    with ch.query_arrow_stream(TYPED_ROW) as batches:
+        streamed = list(batches)
+    empty = ch.query_arrow(TYPED_ROW + " WHERE 0")
+    for schema in (whole.schema, streamed[0].schema, empty.schema):
+        assert schema.remove_metadata().equals(TYPED_SCHEMA), schema
+    epoch = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
+    assert whole.to_pylist() == [
+        {
+            "u64": 1, "i64": -2, "u32": 3, "u8": 4, "s": "text", "d": date(2024, 1, 2), "dt": int(epoch),
+            "dt64": datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC), "b": True, "f": 1.5,
+            "id": uuid.UUID("01234567-89ab-cdef-0123-456789abcdef"), "arr": ["x", "y"], "ns": None, "lc": "l",
+            "dec": Decimal("1.5000"), "m": [("k", 7)],
+        }
+    ]  # fmt: skip
+    assert pa.Table.from_batches(streamed).to_pylist() == whole.to_pylist()
+
+
+def test_a_mostly_false_bool_column_reads_back_as_booleans_on_every_engine(ch: ClickHouseClient) -> None:
+    """A column of mostly default values is stored (and sent over native) sparse: only its non-default rows."""
+    ch.command("CREATE TABLE flags (n UInt32, flag Bool) ENGINE = MergeTree ORDER BY n")
+    ch.command("INSERT INTO flags SELECT number, number = 7 FROM numbers(1000)")
+    read = ch.query_arrow("SELECT flag FROM flags ORDER BY n")
+    assert read.schema.field("flag").type == pa.bool_()
+    assert read.column("flag").to_pylist() == [n == 7 for n in range(1000)]

@@ -265,8 +265,8 @@ class BackupStorage(ConfigurableResource):
         """
         location = self.location
         if location.scheme == "file":
-            # Absolute: the server resolves a relative File() path under its backups.allowed_path.
-            return f"File({{{prefix}path:String}})", {f"{prefix}path": f"/{location.key(name)}/"}
+            # The absolute folder: a relative one would be taken under the server's backups.allowed_path.
+            return f"File({{{prefix}path:String}})", {f"{prefix}path": f"{location.prefix.rstrip('/')}/{name}/"}
         key_id, secret = self._clickhouse_credentials()
         endpoint = (self.clickhouse_endpoint_url or self.endpoint_url or self._aws_endpoint()).rstrip("/")
         clause = f"S3({{{prefix}url:String}}, {{{prefix}key_id:String}}, {{{prefix}secret:String}})"
