@@ -74,7 +74,8 @@ def _error_code(error: BaseException) -> int | None:
 def server_message(error: BaseException) -> str:
     """What the server said, without the stack trace some servers append (one line, at most 500 characters)."""
     lines: list[str] = []
-    for line in str(error).splitlines():
+    # Over native the server's trace follows "Stack trace:" on the message's own last line.
+    for line in str(error).split("Stack trace", 1)[0].splitlines():
         line = line.strip()
         if line.startswith("Stack trace") or (line[:1].isdigit() and ". /" in line[:8]):
             break

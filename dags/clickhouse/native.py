@@ -56,8 +56,10 @@ class NativeBackend:
         from clickhouse_driver import defines
 
         if self._binds is None:
-            # Through a statement: the driver's own connect marks the connection busy until a query ends it.
-            self.client.execute("SELECT 1")
+            connection = self.client.connection
+            if not connection.connected or connection.server_info is None:
+                # Through a statement: the driver's own connect marks the connection busy until a query ends it.
+                self.client.execute("SELECT 1")
             revision = self.client.connection.server_info.used_revision
             self._binds = revision >= defines.DBMS_MIN_PROTOCOL_VERSION_WITH_PARAMETERS
         return self._binds

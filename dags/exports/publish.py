@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from dags.common import ClickHouseError, is_transient
+from dags.common import ClickHouseError, is_transient, server_message
 from dags.exports.datasets import EVERYTHING, ExportDataset, ExportSelection, ExportWindow
 from dags.exports.destinations.base import Destination, DestinationAccessError
 from dags.exports.destinations.s3 import S3_ACCESS_ERROR_CODES, S3Bucket
@@ -132,10 +132,13 @@ def write_with_clickhouse(
         except ClickHouseError as error:
             if not refused_by_s3(error):
                 raise
+            # What to check first: the server's own message (long, with the URL) may be cut in the step's summary;
+            # the driver's error, not ours that repeats the statement.
+            said = server_message(error.__cause__ or error)
             raise DestinationAccessError(
-                f"S3 refused ClickHouse's write to {destination.url_of(folder)}: {error} Check AWS_ACCESS_KEY_ID, "
+                f"S3 refused ClickHouse's write to {destination.url_of(folder)}. Check AWS_ACCESS_KEY_ID, "
                 "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), that these credentials may write to the bucket "
-                f"{destination.bucket!r}, and EXPORT_CLICKHOUSE_S3_ENDPOINT_URL."
+                f"{destination.bucket!r}, and EXPORT_CLICKHOUSE_S3_ENDPOINT_URL. {said}"
             ) from None
     return destination.describe_object(f"{folder}/{DATA_FILE}")
 
@@ -144,7 +147,8 @@ def refused_by_s3(error: ClickHouseError) -> bool:
     """Whether ClickHouse's s3() write failed because S3 refused its credentials (retrying cannot help)."""
     text = str(error)
     refusals = ("Access Denied", *sorted(S3_ACCESS_ERROR_CODES - {"403", "404", "NoSuchBucket"}))
-    return "S3_ERROR" in text and any(refusal in text for refusal in refusals)
+    # The error's name is in the message over HTTP; its code (499) on every way in.
+    return ("S3_ERROR" in text or "Code: 499." in text) and any(refusal in text for refusal in refusals)
 
 
 def export_day(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlparse
 
-from dagster import ConfigurableResource, ResourceDependency
+from dagster import ConfigurableResource, InitResourceContext, ResourceDefinition, ResourceDependency, resource
 from pydantic import Field
 
 from dags.exports.destinations.base import Destination, DestinationAccessError
@@ -243,8 +243,18 @@ def export_destination_from_env(settings: ExportSettings | None = None) -> Expor
     )
 
 
-@cache
-def export_destination() -> ExportDestination:
-    """The export destination of this process; one object, so that ``dags.definitions`` can merge the
-    locations that use it (data exports, data deletion)."""
+@resource(
+    description="Where the Parquet exports go: EXPORT_DESTINATION_URL, EXPORT_WRITE_METHOD and "
+    "EXPORT_CLICKHOUSE_S3_ENDPOINT_URL, read when a step that uses it starts."
+)
+def _export_destination_from_env(_: InitResourceContext) -> ExportDestination:
     return export_destination_from_env()
+
+
+@cache
+def export_destination() -> ResourceDefinition:
+    """The ``export_destination`` resource of this process: the destination the environment configures, built
+    when a step that writes or rewrites exports starts, never when a location loads, so a broken export setting
+    fails those steps (naming the variable) and leaves the other jobs of a location running. One object, so
+    that ``dags.definitions`` can merge the locations that use it (data exports, data deletion)."""
+    return _export_destination_from_env

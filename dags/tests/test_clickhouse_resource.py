@@ -201,6 +201,7 @@ def test_errors_name_the_statement_and_the_server_message(ch: ClickHouseClient) 
     message = str(raised.value)
     assert "'SELECT no_such_column'" in message
     assert "no_such_column" in message.split("failed:", 1)[1]
+    assert "@ 0x" not in message and "Stack trace" not in message  # the server's stack trace is left out
 
 
 def test_a_wrong_query_is_tried_once_and_never_retried(

@@ -33,7 +33,7 @@ from dags.exports.manifest import DATA_FILE, MANIFEST_FILE
 from dags.exports.publish import export_day
 from dags.exports.resource import ExportDestination
 from dags.management.deletion.jobs import data_deletion_job, request_data_deletion
-from dags.management.deletion.requests import TABLE, insert_request
+from dags.management.deletion.requests import TABLE, create_requests_table, insert_request
 from dags.tests.conftest import GCSServer, S3Server, wait_until
 from dags.web_analytics.refresh import refresh_window
 from dags.web_analytics.sql import PRE_AGGREGATES
@@ -380,8 +380,14 @@ def test_malformed_requests_are_rejected_with_their_reason_and_delete_nothing(
     with clickhouse.get_client() as client:
         generate_demo_events(client, start_date=DAYS[0], days=1, events=500, seed=3)
         before = events_rows(client)
+        create_requests_table(client)
         for team, key_type, key in [(1, "user", ""), (1, "person", "not-a-uuid"), (99, "team", "")]:
-            insert_request(client, team, key_type, key)
+            # SQL, as README documents: request_data_deletion would refuse the first two at request time.
+            client.command(
+                f"INSERT INTO {TABLE} (team_id, key_type, key, created_at) "
+                "VALUES ({team:Int64}, {key_type:String}, {key:String}, now64(6, 'UTC'))",
+                {"team": team, "key_type": key_type, "key": key},
+            )
 
     result = run_deletion(clickhouse, exports, dagster_instance)
 

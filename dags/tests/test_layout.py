@@ -67,8 +67,8 @@ def load_each_location(environment: dict[str, str], tmp_path: Path) -> dict[str,
     [
         ("DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN", "abc", {"web_analytics"}),
         ("EXCHANGE_RATE_SOURCE", "bogus", {"revenue_analytics"}),
-        # Data deletion rewrites the exports where the export settings say: it refuses to load without them.
-        ("EXPORT_WRITE_METHOD", "bogus", {"data_exports", "data_platform"}),
+        # Data deletion reads the export settings when its run starts: backups and restores never depend on them.
+        ("EXPORT_WRITE_METHOD", "bogus", {"data_exports"}),
         ("DATA_DELETION_MAX_WAIT_HOURS", "soon", {"data_platform"}),
     ],
 )

@@ -118,6 +118,10 @@ def test_workspace_lists_every_location_file() -> None:
         if path.stem != "__init__"
     }
     assert modules == files == {f"dags.locations.{name}" for name in EXPECTED}
+    from dags.definitions import FAILED_LOCATIONS, LOCATION_OWNERS
+
+    # `-m dags.definitions` loads each of them (one that fails stands in as `<location>_failed_to_load`).
+    assert {f"dags.locations.{name}" for name in LOCATION_OWNERS} == modules and FAILED_LOCATIONS == {}
 
 
 def test_instance_config_limits_web_analytics_to_one_run() -> None:

@@ -77,13 +77,15 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, clickhouse_data_path: 
     port = free_port()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     log_path = SCREENSHOTS / "dagster-dev.log"
+    no_batch_exports = home / "no_batch_exports.yaml"
+    no_batch_exports.write_text("exports: []\n")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "CLICKHOUSE_URL": clickhouse_url,
         "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{port}",
         # No batch exports: their schedules run by default, and a tick would start runs on the test's ClickHouse.
-        "BATCH_EXPORTS_FILE": str(home / "no_batch_exports.yaml"),
+        "BATCH_EXPORTS_FILE": str(no_batch_exports),
     }
     env.pop("SLACK_BOT_TOKEN", None)
     demo = subprocess.run(
