@@ -70,15 +70,18 @@ class BatchExport(BaseModel):
 
 
 def entry_problems(entry: BatchExport, dagster_home: Path) -> list[tuple[str, str]]:
-    """``(field, problem)`` for what the field types alone do not catch."""
+    """``(field, problem)`` for what the field types alone do not catch. ``entry`` may be partial (built
+    from the fields that passed their type checks): a field it lacks is not checked."""
     problems: list[tuple[str, str]] = []
-    dataset = DATASETS[entry.dataset]
-    try:
-        scheme, _, _ = parse_destination_url(expand_destination(entry.destination, dagster_home))
-    except ValueError as error:
-        problems.append(("destination", str(error)))
-        scheme = ""
-    for name, variable in entry.credentials_env.items():
+    dataset = DATASETS.get(getattr(entry, "dataset", ""))
+    destination: str | None = getattr(entry, "destination", None)
+    scheme = ""
+    if destination is not None:
+        try:
+            scheme, _, _ = parse_destination_url(expand_destination(destination, dagster_home))
+        except ValueError as error:
+            problems.append(("destination", str(error)))
+    for name, variable in getattr(entry, "credentials_env", {}).items():
         if name not in CREDENTIAL_NAMES:
             problems.append(
                 ("credentials_env", f"{name!r} is not a credential; allowed: {', '.join(CREDENTIAL_NAMES)}")
@@ -87,21 +90,32 @@ def entry_problems(entry: BatchExport, dagster_home: Path) -> list[tuple[str, st
             problems.append(
                 ("credentials_env", f"the value given for {name} must be the name of an environment variable")
             )
+    columns: tuple[str, ...] = tuple(getattr(entry, "columns", ()))
+    if len(set(columns)) != len(columns):
+        problems.append(("columns", "a column is listed twice"))
+    if dataset is None:
+        return problems
     for field_name in ("events", "exclude_events"):
-        if getattr(entry, field_name) and not dataset.has_events:
-            problems.append((field_name, f"only the events dataset has events; {entry.dataset} has none"))
-    unknown = [column for column in entry.columns if column not in dataset.columns]
+        if getattr(entry, field_name, ()) and not dataset.has_events:
+            problems.append((field_name, f"only the events dataset has events; {dataset.name} has none"))
+    unknown = [column for column in columns if column not in dataset.columns]
     if unknown:
         problems.append(
-            ("columns", f"{entry.dataset} has no column(s) {', '.join(unknown)}; it has {', '.join(dataset.columns)}")
+            ("columns", f"{dataset.name} has no column(s) {', '.join(unknown)}; it has {', '.join(dataset.columns)}")
         )
-    if len(set(entry.columns)) != len(entry.columns):
-        problems.append(("columns", "a column is listed twice"))
-    if scheme == "postgresql" and entry.columns and dataset.time_column not in entry.columns:
+    if scheme == "postgresql" and columns and dataset.time_column not in columns:
         problems.append(
             ("columns", f"a Postgres export must include {dataset.time_column}: a rerun replaces an interval by it")
         )
     return problems
+
+
+def partial_entry(raw: dict[str, Any], error: ValidationError) -> BatchExport:
+    """The fields of ``raw`` that passed their type checks, unvalidated as a whole, so that the checks of
+    ``entry_problems`` still run on them: a type error in one field hides no other problem of the entry."""
+    failed = {issue["loc"][0] for issue in error.errors() if issue["loc"]}
+    valid = {name: value for name, value in raw.items() if name in BatchExport.model_fields and name not in failed}
+    return BatchExport.model_construct(**valid)
 
 
 def expand_destination(destination: str, dagster_home: Path) -> str:
@@ -171,7 +185,7 @@ def load_batch_exports(
 
     problems: list[str] = []
     exports: list[BatchExport] = []
-    labels: list[str] = []
+    places: list[tuple[str, str]] = []  # (label, expanded destination) of every entry that names one
     seen: dict[str, int] = {}
     for index, raw in enumerate(entries):
         name = raw.get("name") if isinstance(raw, dict) else None
@@ -184,16 +198,17 @@ def load_batch_exports(
             entry = BatchExport.model_validate(raw)
         except ValidationError as error:
             problems.extend(f"{where}.{_field(issue)}: {_message(issue)}" for issue in error.errors())
-            continue
+            if not isinstance(raw, dict):
+                continue
+            entry = partial_entry(raw, error)
+        else:
+            exports.append(
+                entry.model_copy(update={"destination": expand_destination(entry.destination, dagster_home)})
+            )
         problems.extend(f"{where}.{field}: {problem}" for field, problem in entry_problems(entry, dagster_home))
-        exports.append(entry.model_copy(update={"destination": expand_destination(entry.destination, dagster_home)}))
-        labels.append(where)
-    problems.extend(
-        overlap_problems(
-            [(label, export.destination) for label, export in zip(labels, exports, strict=True)],
-            list((deployment_destinations or {}).items()),
-        )
-    )
+        if isinstance(getattr(entry, "destination", None), str):
+            places.append((where, expand_destination(entry.destination, dagster_home)))
+    problems.extend(overlap_problems(places, list((deployment_destinations or {}).items())))
     if problems:
         raise BatchExportsFileError(
             f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"- {problem}" for problem in problems)

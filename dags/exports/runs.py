@@ -79,6 +79,12 @@ def run_export(
             continue
         for leftover in result.cleaned_up:
             context.log.warning(f"{label} {window.label}: removed what an earlier run left: {leftover}")
+        for warning in result.warnings if isinstance(result, TableExport) else ():
+            context.log.warning(f"{label} {window.label}: {warning}")
+        if isinstance(result, TableExport) and result.repairs:
+            context.log.warning(
+                f"{label} {window.label}: values changed so that Postgres accepts them: {result.repairs}"
+            )
         context.log.info(
             f"{label} {window.label}: {result.rows:,} rows, {result.bytes:,} bytes -> {result.url} "
             f"in {result.seconds:.1f}s"
@@ -109,6 +115,9 @@ def run_export(
             }
         ),
     }
+    if isinstance(destination, PostgresTable):
+        for name in ("nul_bytes_stripped", "invalid_json_wrapped", "invalid_utf8_replaced"):
+            metadata[name] = sum(getattr(result.repairs, name) for result in done if isinstance(result, TableExport))
     if failed:
         raise Failure(
             description=f"{label}: {len(failed)} of {len(windows)} {unit}(s) failed to export: "

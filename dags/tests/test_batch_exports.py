@@ -487,10 +487,13 @@ def test_a_bad_file_is_rejected_with_every_problem_listed(tmp_path: Path, monkey
         "exports[4] (narrow).columns: web_pre_aggregated_stats has no column(s) uuid, colour",
         "exports[5] (pg_no_time).columns: a Postgres export must include timestamp",
         "exports[5] (pg_no_time).destination: overlaps the destination of exports[3] (leaky)",
-        "exports[6] (creds).credentials_env: the value given for AWS_SECRET_ACCESS_KEY must be the name of an environment variable",
+        "exports[6] (creds).credentials_env: the value given for AWS_SECRET_ACCESS_KEY must be the name of an "
+        "environment variable",
+        # Bad-Name's type errors do not hide that its destination is also creds'.
+        "exports[6] (creds).destination: overlaps the destination of exports[2] (Bad-Name)",
     ]:
         assert any(problem.startswith(f"- {expected}") for problem in problems), (expected, message)
-    assert len(problems) == 10 and "hunter2" not in message and "abc/def" not in message
+    assert len(problems) == 11 and "hunter2" not in message and "abc/def" not in message
 
     # The data exports location refuses to load with the same list; the file's problems, not a traceback.
     loaded = subprocess.run(

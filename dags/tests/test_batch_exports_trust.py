@@ -3,6 +3,9 @@ bombs, secrets in place of variable names; a file that cannot be read is a liste
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,7 +127,11 @@ def test_an_export_into_the_deployments_export_destination_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inside: str
 ) -> None:
     monkeypatch.setenv("EXPORT_DESTINATION_URL", (tmp_path / "deployment").as_uri())
-    write_file(tmp_path, monkeypatch, entry_yaml("2").replace("file:///tmp/wrapped", (tmp_path / "deployment").as_uri() + inside))
+    write_file(
+        tmp_path,
+        monkeypatch,
+        entry_yaml("2").replace("file:///tmp/wrapped", (tmp_path / "deployment").as_uri() + inside),
+    )
     assert "exports[0] (wrapped).destination: overlaps EXPORT_DESTINATION_URL" in refusal(monkeypatch)
 
 
@@ -134,3 +141,44 @@ def test_an_export_containing_the_deployments_export_destination_is_refused(
     monkeypatch.setenv("EXPORT_DESTINATION_URL", (tmp_path / "deployment" / "exports").as_uri())
     write_file(tmp_path, monkeypatch, entry_yaml("2").replace("file:///tmp/wrapped", tmp_path.as_uri()))
     assert "overlaps EXPORT_DESTINATION_URL" in refusal(monkeypatch)
+
+
+def test_a_type_error_in_one_field_hides_no_other_problem_of_that_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_file(
+        tmp_path,
+        monkeypatch,
+        "exports:\n"
+        "  - {name: typo, team_id: abc, dataset: events, interval: week, start: 2024-01-01}\n"
+        "  - {name: typo2, team_id: abc, dataset: events, destination: 'ftp://host/x', interval: day,"
+        " start: 2024-01-01, columns: [uuid, colour], credentials_env: {AWS_KEY: MY_KEY}}\n"
+        "  - {name: typo3, team_id: [3], dataset: events, destination: 'file:///tmp/shared', interval: day,"
+        " start: 2024-01-01, columns: [uuid, 7]}\n"
+        "  - {name: fine, team_id: 4, dataset: events, destination: 'file:///tmp/shared/inner', interval: day,"
+        " start: 2024-01-01}\n",
+    )
+    # The data exports location loads the file as README says, and refuses it listing every problem.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import dags.locations.data_exports"],
+        env={**os.environ, "BATCH_EXPORTS_FILE": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode != 0
+    problems = [line for line in loaded.stderr.splitlines() if line.startswith("- exports[")]
+    for expected in [
+        "- exports[0] (typo).team_id: Input should be a valid integer",
+        "- exports[0] (typo).destination: required",
+        "- exports[0] (typo).interval: 'week' is not allowed",
+        "- exports[1] (typo2).team_id: Input should be a valid integer",
+        "- exports[1] (typo2).destination: Export destination URL 'ftp://host/x' is not supported",
+        "- exports[1] (typo2).columns: events has no column(s) colour",
+        "- exports[1] (typo2).credentials_env: 'AWS_KEY' is not a credential",
+        "- exports[2] (typo3).team_id: Input should be a valid integer",
+        "- exports[2] (typo3).columns.1: Input should be a valid string",
+        "- exports[3] (fine).destination: overlaps the destination of exports[2] (typo3)",
+    ]:
+        assert any(problem.startswith(expected) for problem in problems), (expected, loaded.stderr)
+    assert len(problems) == 10, problems

@@ -46,6 +46,15 @@ EVENT_COLUMNS = "toString(uuid) AS uuid, event, properties, timestamp, team_id, 
     "toString(person_id) AS person_id, `$session_id`, inserted_at"  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def no_batch_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No batch exports here (test_data_deletion_copies.py has them): the project's own batch_exports.yaml
+    writes under the developer's .dagster_home, which a test must never rewrite."""
+    path = tmp_path / "no_batch_exports.yaml"
+    path.write_text("exports: []\n")
+    monkeypatch.setenv("BATCH_EXPORTS_FILE", str(path))
+
+
 # --- A warehouse with pre-aggregates and exports, and ways to look at it ------------------------------------
 
 
@@ -391,7 +400,7 @@ def test_malformed_requests_are_rejected_with_their_reason_and_delete_nothing(
 
     result = run_deletion(clickhouse, exports, dagster_instance)
 
-    assert result.success
+    assert not result.success  # a run that rejected requests says so
     with clickhouse.get_client() as client:
         assert events_rows(client) == before
         reasons = {(row["team_id"], row["key_type"]): (row["status"], row["reason"]) for row in request_rows(client)}

@@ -12,12 +12,13 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 from dags.exports.datasets import EVERYTHING, ExportDataset, ExportSelection, ExportWindow
 from dags.exports.destinations.base import DestinationAccessError
+from dags.exports.destinations.postgres_values import ValueRepairs, repaired_batches, repairing_query
 from dags.exports.sources import require_source
 
 if TYPE_CHECKING:
@@ -93,6 +94,14 @@ def postgres_type(name: str, arrow_type: pa.DataType) -> str:
     return "text"
 
 
+def with_team_column(selection: ExportSelection) -> ExportSelection:
+    """The selection a Postgres table is loaded with: its columns and ``team_id`` (every dataset has it), so
+    that an interval's delete can always be scoped to the export's team."""
+    if not selection.columns or "team_id" in selection.columns:
+        return selection
+    return replace(selection, columns=(*selection.columns, "team_id"))
+
+
 @dataclass
 class TableExport:
     """What one interval's load into Postgres wrote."""
@@ -104,6 +113,8 @@ class TableExport:
     seconds: float
     replaced_rows: int
     cleaned_up: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    repairs: ValueRepairs = field(default_factory=ValueRepairs)  # values changed so that Postgres takes them
 
 
 class PostgresTable:
@@ -151,6 +162,12 @@ class PostgresTable:
                     (qualified, qualified),
                 ).fetchone()[0]
                 what = f"INSERT and DELETE on {qualified}"
+                if allowed and not self._may_add_team_column(connection, qualified):
+                    raise DestinationAccessError(
+                        f"{qualified} has no team_id column, which every interval's delete needs, and the Postgres "
+                        f"user of {self.url} does not own it to add it: as its owner, run ALTER TABLE {qualified} "
+                        "ADD COLUMN team_id bigint"
+                    )
             else:
                 allowed = connection.execute("SELECT has_schema_privilege(%s, 'CREATE')", (schema,)).fetchone()[0]
                 what = f"CREATE in schema {schema} (the table {self.target.table} does not exist yet)"
@@ -159,24 +176,83 @@ class PostgresTable:
                     f"The Postgres user of {self.url} lacks {what}: grant it, or use another user."
                 )
 
+    @staticmethod
+    def _may_add_team_column(connection: psycopg.Connection, qualified: str) -> bool:
+        """The table has ``team_id``, or the user owns it and can add it."""
+        return connection.execute(
+            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'team_id' "
+            "AND NOT attisdropped) OR pg_has_role((SELECT relowner FROM pg_class WHERE oid = to_regclass(%s)), "
+            "'USAGE')",
+            (qualified, qualified),
+        ).fetchone()[0]
+
+    def count_rows(
+        self, time_column: str, window: ExportWindow, team_id: int | None = None, person_id: str | None = None
+    ) -> int:
+        """The table's rows of the interval (only one team's, only one person's, when given); 0 when the table
+        does not exist. Data deletion counts what is left of a request with it."""
+        from psycopg import sql
+
+        condition = sql.SQL("{time} >= %(start)s AND {time} < %(end)s").format(time=sql.Identifier(time_column))
+        if team_id is not None:
+            condition += sql.SQL(" AND team_id = %(team)s::bigint")
+        if person_id is not None:
+            condition += sql.SQL(" AND person_id = %(person)s::uuid")
+        with self.connect() as connection:
+            schema = self.target.schema or connection.execute("SELECT current_schema()").fetchone()[0]
+            qualified = f"{schema}.{self.target.table}"
+            if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]:
+                return 0
+            statement = sql.SQL("SELECT count(*) FROM {} WHERE ").format(self._identifier()) + condition
+            parameters = {"start": window.start, "end": window.end, "team": team_id, "person": person_id}
+            return int(connection.execute(statement, parameters).fetchone()[0])
+
     def _create_table(self, cursor: psycopg.Cursor, schema: pa.Schema) -> None:
         from psycopg import sql
 
+        exists = cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (self._identifier().as_string(cursor),))
+        if exists.fetchone()[0]:  # CREATE TABLE IF NOT EXISTS needs CREATE on the schema even then
+            return
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(postgres_type(column.name, column.type)))
             for column in schema
         )
         cursor.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self._identifier(), columns))
 
+    def _add_team_column(self, cursor: psycopg.Cursor) -> list[str]:
+        """Give a table made without ``team_id`` (by a user, or by an export whose columns omitted it) the
+        column every interval's delete filters on; its existing rows keep an unknown (NULL) team."""
+        from psycopg import sql
+
+        table = self._identifier().as_string(cursor)
+        has_column = cursor.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'team_id' "
+            "AND NOT attisdropped",
+            (table,),
+        ).fetchone()[0]
+        if has_column:  # ALTER TABLE would lock out readers for the whole load even when it changes nothing
+            return []
+        cursor.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS team_id bigint").format(self._identifier()))
+        kept = cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(self._identifier())).fetchone()[0]
+        if not kept:
+            return []
+        return [
+            f"{self.target.qualified_name} had no team_id column: added; its {kept:,} earlier row(s) have team_id "
+            "NULL and no export's interval deletes them (if they are this export's, claim them with "
+            "UPDATE ... SET team_id = <team> WHERE team_id IS NULL)"
+        ]
+
     def _delete_interval(
         self, cursor: psycopg.Cursor, dataset: ExportDataset, window: ExportWindow, selection: ExportSelection
     ) -> int:
+        """Delete the interval's rows of the export's teams (every team's for an export of all teams), whatever
+        columns it exports: another export's rows in the same table, or rows of unknown team, stay."""
         from psycopg import sql
 
-        condition = sql.SQL("{time} >= %(start)s AND {time} < %(end)s").format(time=sql.Identifier(dataset.time_column))
-        columns = selection.columns or dataset.columns
-        if "team_id" in columns:  # two exports of different teams may share a table
-            condition += sql.SQL(" AND (cardinality(%(teams)s::bigint[]) = 0 OR team_id = ANY(%(teams)s::bigint[]))")
+        condition = sql.SQL(
+            "{time} >= %(start)s AND {time} < %(end)s"
+            " AND (cardinality(%(teams)s::bigint[]) = 0 OR team_id = ANY(%(teams)s::bigint[]))"
+        ).format(time=sql.Identifier(dataset.time_column))
         cursor.execute(
             sql.SQL("DELETE FROM {} WHERE ").format(self._identifier()) + condition,
             {"start": window.start, "end": window.end, "teams": list(selection.team_ids)},
@@ -216,28 +292,34 @@ class PostgresTable:
         from psycopg import sql
 
         started = time.monotonic()
+        selection = with_team_column(selection)
         query, parameters = dataset.query(selection), dataset.parameters(window, selection)
         rows = sent = 0
+        repairs = ValueRepairs()
         with open_client() as client:
             require_source(client, dataset, window.day)
             schema = client.query_arrow(f"SELECT * FROM ({query}) LIMIT 0", parameters).schema
             columns = sql.SQL(", ").join(sql.Identifier(name) for name in schema.names)
             copy_statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(self._identifier(), columns)
             options = pyarrow.csv.WriteOptions(include_header=False)
+            repairing = repairing_query(query, schema, JSON_COLUMNS, skip=UUID_COLUMNS)
             with (
-                client.query_arrow_stream(query, parameters, settings={"max_block_size": batch_rows}) as batches,
+                client.query_arrow_stream(repairing, parameters, settings={"max_block_size": batch_rows}) as stream,
                 self.connect() as connection,
                 connection.transaction(),
                 connection.cursor() as cursor,
             ):
                 self._create_table(cursor, schema)
+                warnings = self._add_team_column(cursor)
                 replaced = self._delete_interval(cursor, dataset, window, selection)
+                batches = repaired_batches(stream, schema.names, JSON_COLUMNS, repairs)
                 with cursor.copy(copy_statement) as copy:
                     for chunk in _csv_chunks(batches, options):
                         rows += chunk[0]
                         sent += len(chunk[1])
                         copy.write(chunk[1])
-        return TableExport(window, self.url, rows, sent, time.monotonic() - started, replaced)
+        seconds = time.monotonic() - started
+        return TableExport(window, self.url, rows, sent, seconds, replaced, warnings=warnings, repairs=repairs)
 
 
 def _csv_chunks(batches: Iterator[pa.RecordBatch], options: Any) -> Iterator[tuple[int, bytes]]:

@@ -1,4 +1,5 @@
-"""Restoring a backup: into a new database by default, over existing tables only with ``replace: true``."""
+"""Restoring a backup: into a new database by default, over existing tables only with ``replace: true``,
+and then every table or none."""
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -10,17 +11,16 @@ from dags.common import ClickHouseClient, ClickHouseError, ClickHouseResource, J
 from dags.management.backups.backup import TableFingerprint, fingerprint
 from dags.management.backups.follow import BackupOperationError, follow_operation, started_id
 from dags.management.backups.pool import BACKUP_POOL
-from dags.management.backups.sql import (
-    CREATE_ATOMIC_DATABASE,
-    CREATE_DATABASE,
-    DATABASE_ENGINE,
-    DROP_DATABASE,
-    DROP_TABLE,
-    EXCHANGE_TABLES,
-    TABLE_EXISTS,
-    restore_statement,
-)
+from dags.management.backups.sql import CREATE_DATABASE, TABLE_EXISTS, restore_statement
 from dags.management.backups.storage import BackupStorage, BackupStorageError
+from dags.management.backups.swap import (
+    Swap,
+    SwapError,
+    drop_staged,
+    reload_dependent_dictionaries,
+    staged_name,
+    swap_in,
+)
 
 
 class RestoreRefused(Exception):
@@ -56,9 +56,9 @@ def restore_tables(
 ) -> dict[str, TableFingerprint]:
     """Restore ``tables`` of backup ``name`` into ``target_database``; returns what the restored tables hold.
 
-    Missing tables are restored straight into the target. Existing tables are refused unless ``replace``;
-    then they are first restored into a staging database, which proves the backup reads back, and swapped
-    in with ``EXCHANGE TABLES`` (atomic, Atomic databases only) or else dropped and restored again.
+    Existing tables are refused unless ``replace``. Every table is first restored beside its live name
+    (which proves the backup reads back before anything changes), then all are swapped in, or none
+    (see ``swap``); last, the dictionaries that read them are reloaded.
     """
     existing = [t for t in tables if client.command(TABLE_EXISTS, {"database": target_database, "table": t})]
     if existing and not replace:
@@ -67,34 +67,28 @@ def restore_tables(
             "set replace: true in the run config to replace them, or restore into another target_database."
         )
     engine, parameters = storage.engine(name)
-
-    def restore(into: str, which: Sequence[str]) -> None:
-        answer = client.command(restore_statement(source_database, which, into, engine, cluster), parameters)
-        follow_operation(client, started_id(answer), f"Restore of {name} into {into}", log, poll_seconds)
-
     client.command(CREATE_DATABASE, {"database": target_database})
     if existing:
         warn(
             f"REPLACING {len(existing)} existing tables in database {target_database!r} "
             f"({', '.join(existing)}) with their contents from backup {name}: replace: true was set"
         )
-        staging = f"restore_staging_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
-        atomic = client.command(DATABASE_ENGINE, {"database": target_database}) == "Atomic"
-        client.command(CREATE_ATOMIC_DATABASE, {"database": staging})
-        try:
-            restore(staging, existing)
-            for table in existing:
-                if atomic:
-                    client.command(EXCHANGE_TABLES, {"staging": staging, "database": target_database, "table": table})
-                else:  # no EXCHANGE outside Atomic databases (chDB's `default` is an Overlay database)
-                    client.command(DROP_TABLE, {"database": target_database, "table": table})
-                    restore(target_database, [table])
-                log(f"{target_database}.{table} now holds the contents of backup {name}")
-        finally:  # the replaced tables, or a failed restore's leftovers
-            client.command(DROP_DATABASE, {"database": staging})
-    missing = [table for table in tables if table not in existing]
-    if missing:
-        restore(target_database, missing)
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    swaps = [Swap(target_database, t, staged_name(t, stamp), t in existing) for t in tables]
+    keep: list[str] = []
+    try:
+        statement = restore_statement(
+            source_database, tables, target_database, engine, cluster, {s.table: s.staged for s in swaps}
+        )
+        answer = client.command(statement, parameters)
+        follow_operation(client, started_id(answer), f"Restore of {name} into {target_database}", log, poll_seconds)
+        swap_in(client, swaps, log, cluster)
+    except SwapError as error:
+        keep = error.kept
+        raise
+    finally:  # the live tables' previous contents, or the restored copies of a restore that did not finish
+        drop_staged(client, swaps, cluster, keep)
+    reload_dependent_dictionaries(client, target_database, tables, log, cluster)
     return fingerprint(client, target_database, tables)
 
 
@@ -135,7 +129,7 @@ def restore_clickhouse_backup(
                 clickhouse.cluster,
                 config.poll_interval_seconds,
             )
-    except (RestoreRefused, BackupOperationError, BackupStorageError, ClickHouseError) as error:
+    except (RestoreRefused, SwapError, BackupOperationError, BackupStorageError, ClickHouseError) as error:
         raise Failure(description=backup_storage.scrub(str(error)), allow_retries=False) from None
     metadata = {
         "backup": backup_storage.display(name),

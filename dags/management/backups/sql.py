@@ -9,7 +9,7 @@ The first line of every statement names only the action, because errors and logs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dags.common import quote_identifier
 
@@ -35,17 +35,47 @@ FROM system.backups
 WHERE id = {id:String}
 """
 
+# The dictionaries whose source reads one of the tables (their cache must be reloaded after a swap).
+DEPENDENT_DICTIONARIES = """
+SELECT DISTINCT dependent.1 AS dictionary_database, dependent.2 AS dictionary
+FROM system.tables
+ARRAY JOIN arrayZip(loading_dependent_database, loading_dependent_table) AS dependent
+WHERE database = {database:String} AND has({tables:Array(String)}, name)
+  AND dependent IN (SELECT database, name FROM system.dictionaries)
+ORDER BY dictionary_database, dictionary
+"""
+
 CREATE_DATABASE = "CREATE DATABASE IF NOT EXISTS {database:Identifier}"
-CREATE_ATOMIC_DATABASE = "CREATE DATABASE IF NOT EXISTS {database:Identifier} ENGINE = Atomic"
-DATABASE_ENGINE = "SELECT engine FROM system.databases WHERE name = {database:String}"
-DROP_TABLE = "DROP TABLE IF EXISTS {database:Identifier}.{table:Identifier} SYNC"
 DROP_DATABASE = "DROP DATABASE IF EXISTS {database:Identifier} SYNC"
 TABLE_EXISTS = "EXISTS TABLE {database:Identifier}.{table:Identifier}"
-EXCHANGE_TABLES = "EXCHANGE TABLES {staging:Identifier}.{table:Identifier} AND {database:Identifier}.{table:Identifier}"
 
 
 def _on_cluster(cluster: str | None) -> str:
     return f" ON CLUSTER {quote_identifier(cluster)}" if cluster else ""
+
+
+def exchange_statement(cluster: str | None = None) -> str:
+    """``EXCHANGE TABLES db.staged AND db.table``: both names swapped at once (its own inverse)."""
+    return (
+        "EXCHANGE TABLES {database:Identifier}.{staged:Identifier} AND {database:Identifier}.{table:Identifier}"
+        + _on_cluster(cluster)
+    )
+
+
+def rename_statement(cluster: str | None = None) -> str:
+    """``RENAME TABLE db.source TO db.target``, allowed while dictionaries or views read ``source``."""
+    return (
+        "RENAME TABLE {database:Identifier}.{source:Identifier} TO {database:Identifier}.{target:Identifier}"
+        f"{_on_cluster(cluster)}\nSETTINGS check_table_dependencies = 0"
+    )
+
+
+def drop_table_statement(cluster: str | None = None) -> str:
+    return f"DROP TABLE IF EXISTS {{database:Identifier}}.{{table:Identifier}}{_on_cluster(cluster)} SYNC"
+
+
+def reload_dictionary_statement(cluster: str | None = None) -> str:
+    return f"SYSTEM RELOAD DICTIONARY{_on_cluster(cluster)} {{database:Identifier}}.{{dictionary:Identifier}}"
 
 
 def backup_statement(
@@ -70,10 +100,14 @@ def restore_statement(
     target_database: str,
     engine: str,
     cluster: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> str:
-    """``RESTORE TABLE src.a AS target.a, ... FROM <engine> ASYNC``: tables restored under a new database."""
+    """``RESTORE TABLE src.a AS target.a, ... FROM <engine> ASYNC``: tables restored under a new database,
+    each under its name in ``names`` when given (``{"events": "events__restore_..."}``)."""
     source, target = quote_identifier(source_database), quote_identifier(target_database)
+    names = names or {}
     listed = ",\n    ".join(
-        f"TABLE {source}.{quote_identifier(table)} AS {target}.{quote_identifier(table)}" for table in tables
+        f"TABLE {source}.{quote_identifier(table)} AS {target}.{quote_identifier(names.get(table, table))}"
+        for table in tables
     )
     return f"RESTORE{_on_cluster(cluster)}\n    {listed}\nFROM {engine}\nASYNC"

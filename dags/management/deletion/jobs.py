@@ -13,6 +13,7 @@ from pydantic import Field
 
 from dags.common import ClickHouseResource
 from dags.management.deletion import requests as store
+from dags.management.deletion.copy_ops import rewrite_batch_exports
 from dags.management.deletion.ops import (
     OP_TAGS,
     OWNER,
@@ -24,6 +25,7 @@ from dags.management.deletion.ops import (
     rewrite_web_pre_aggregated_stats_exports,
     verify_and_complete,
 )
+from dags.management.deletion.rejections import report_rejected_requests
 
 JOB_NAME = "data_deletion_job"
 MAX_RUNTIME_SECONDS = 6 * 3600  # dagster/max_runtime of a deletion run
@@ -34,16 +36,19 @@ MAX_RUNTIME_SECONDS = 6 * 3600  # dagster/max_runtime of a deletion run
     tags={**OWNER.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
     description="Carry out every open data deletion request: delete the rows from events, recompute the web "
     "analytics pre-aggregates of the days they were in, rewrite those days' exported files, verify, and record "
-    "it in data_deletion_requests. dry_run: true reports what would happen and changes nothing.",
+    "it in data_deletion_requests. A run that rejected requests fails, naming them. dry_run: true reports what "
+    "would happen and changes nothing.",
 )
 def data_deletion_job() -> None:
-    _report, request_ids = plan_deletions()
+    report, request_ids = plan_deletions()
+    report_rejected_requests(report)
     recomputed = recompute_pre_aggregates(delete_requested_events(request_ids))
     verify_and_complete(
         recomputed,
         rewrite_events_exports(recomputed),
         rewrite_web_pre_aggregated_stats_exports(recomputed),
         rewrite_web_pre_aggregated_bounces_exports(recomputed),
+        rewrite_batch_exports(recomputed),
     )
 
 

@@ -2,8 +2,10 @@
 
 Each op records every request's stage in ``data_deletion_requests`` when it has finished its part, and
 takes only the requests that have not passed its stage yet: a run killed anywhere is finished by the next
-one, which skips what was done. Each op sits in the pool of what it rewrites, so with run granularity
-(``dagster.yaml``) a deletion run waits for pre-aggregate and export runs, and for other deletion runs.
+one, which skips what was done; a resumed request whose rows are in ``events`` again (a late event) is
+planned again first (``replan``), so the steps run once more for the days that hold them. Each op sits in
+the pool of what it rewrites, so with run granularity (``dagster.yaml``) a deletion run waits for
+pre-aggregate and export runs, and for other deletion runs.
 """
 
 import time
@@ -32,6 +34,8 @@ from dags.exports.datasets import EVENTS_DATASET, WEB_BOUNCES_DATASET, WEB_STATS
 from dags.exports.publish import worth_retrying
 from dags.exports.resource import ExportDestination
 from dags.management.deletion import requests as store
+from dags.management.deletion.copies import batch_copies, planned_places
+from dags.management.deletion.copy_verify import verify_copy
 from dags.management.deletion.events import delete_events
 from dags.management.deletion.plan import (
     EXPORTED_DATASETS,
@@ -42,6 +46,7 @@ from dags.management.deletion.plan import (
     team_has_events,
 )
 from dags.management.deletion.recompute import recompute_days
+from dags.management.deletion.replan import replan_leftovers, still_in_events
 from dags.management.deletion.rewrite import rewrite_files
 from dags.management.deletion.settings import load_deletion_settings
 from dags.management.deletion.verify import deleted_rows_in_file, failed_pre_aggregate_checks, rows_left_in_events
@@ -159,12 +164,24 @@ def plan_deletions(
                     request = replace(request, **planned)
                 else:
                     request = store.write_status(client, request, **planned)
+            elif replanned := replan_leftovers(client, request):
+                context.log.warning(
+                    f"{request.describe()} ({request.status}) still has rows in events: planned again with "
+                    f"{', '.join(str(day) for day in replanned['event_days'])}"
+                )
+                replanned["run_id"] = run_id
+                if config.dry_run:
+                    request = replace(request, **replanned)
+                else:
+                    request = store.write_status(client, request, **replanned)
             accepted.append(request)
     destination = export_destination.open()
     not_rewritten = [request for request in accepted if not request.reached(store.DONE)]
     files = exported_files(
         destination, days_of(not_rewritten, "event_days"), days_of(not_rewritten, "pre_aggregate_days")
     ).files
+    teams = sorted({request.team_id for request in not_rewritten})
+    batch_places = planned_places(batch_copies(teams), not_rewritten) if teams else []
     report = {
         "dry_run": config.dry_run,
         "requests": [request.audit() for request in accepted],
@@ -174,6 +191,7 @@ def plan_deletions(
         ),
         "days_to_recompute": [day.isoformat() for day in days_of(accepted, "pre_aggregate_days")],
         "files_to_rewrite": [destination.url_of(file.path) for file in files],
+        "batch_exports_to_rewrite": batch_places,
     }
     if not accepted and not rejected:
         context.log.info("No pending deletion requests: nothing to do.")
@@ -181,7 +199,7 @@ def plan_deletions(
         context.log.info(
             f"{'Dry run: would delete' if config.dry_run else 'Deleting'} {report['rows_to_delete']:,} rows for "
             f"{len(accepted)} request(s), recompute {len(report['days_to_recompute'])} day(s), rewrite "
-            f"{len(files)} file(s); {len(rejected)} request(s) rejected"
+            f"{len(files)} file(s) and {len(batch_places)} batch export place(s); {len(rejected)} request(s) rejected"
         )
     yield Output(
         report,
@@ -194,6 +212,7 @@ def plan_deletions(
             "rows_by_team_and_day": rows_by_team_and_day(accepted),
             "days_to_recompute": MetadataValue.json(report["days_to_recompute"]),
             "files_to_rewrite": MetadataValue.json(report["files_to_rewrite"]),
+            "batch_exports_to_rewrite": MetadataValue.json(batch_places),
             "destination": destination.url,
         },
     )
@@ -207,7 +226,8 @@ def delete_requested_events(
 ) -> Output:
     with retried_when_transient(), clickhouse.get_client(context) as client:
         todo = [r for r in store.requests_by_id(client, request_ids) if not r.reached(store.EVENTS_DELETED)]
-        mutations = delete_events(client, todo, SETTINGS.mutation_timeout_seconds, log_to(context))
+        left = [still_in_events(client, request) for request in todo]
+        mutations = delete_events(client, left, SETTINGS.mutation_timeout_seconds, log_to(context))
         for request in todo:
             store.write_status(client, request, status=store.EVENTS_DELETED, run_id=context.run.run_id)
     pause_for_tests("delete_requested_events", context)
@@ -305,7 +325,13 @@ rewrite_web_pre_aggregated_bounces_exports = rewrite_op(WEB_BOUNCES_DATASET)
 
 
 @op(
-    ins={"request_ids": In(list), "events_files": In(list), "stats_files": In(list), "bounces_files": In(list)},
+    ins={
+        "request_ids": In(list),
+        "events_files": In(list),
+        "stats_files": In(list),
+        "bounces_files": In(list),
+        "batch_places": In(list),
+    },
     pool=DELETION_POOL,
     tags=OP_TAGS,
     description="Prove each request carried out, then mark it done with what was removed.",
@@ -318,6 +344,7 @@ def verify_and_complete(
     events_files: list[dict[str, str]],
     stats_files: list[dict[str, str]],
     bounces_files: list[dict[str, str]],
+    batch_places: list[str],
 ) -> Output:
     datasets = {dataset.name: dataset for dataset in EXPORTED_DATASETS}
     rewritten = [
@@ -347,6 +374,12 @@ def verify_and_complete(
                 still = deleted_rows_in_file(destination, file, request)
                 if still:
                     found.append(f"{url} still holds {still:,} of the request's rows")
+            # Every batch export of the team, read back from the copy itself.
+            copied: list[str] = []
+            for copy in batch_copies([request.team_id]):
+                places, leftovers = verify_copy(client, copy, request)
+                copied += places
+                found += leftovers
             if found:
                 problems[request.request_id] = found
                 continue
@@ -356,7 +389,7 @@ def verify_and_complete(
                     request,
                     status=store.DONE,
                     rows_deleted=request.planned_rows,
-                    files_rewritten=[url for _, url in mine],
+                    files_rewritten=[url for _, url in mine] + copied,
                     run_id=context.run.run_id,
                 )
             )

@@ -188,7 +188,8 @@ def new_request_problem(team_id: object, key_type: str, key: str) -> str | None:
         except ValueError:
             canonical = False
         if not canonical:
-            return f"key must be a person UUID (like 0190f2c4-8a4e-7a6b-9c1d-2e3f4a5b6c7d), not a distinct_id: got {key!r}"
+            example = "0190f2c4-8a4e-7a6b-9c1d-2e3f4a5b6c7d"
+            return f"key must be a person UUID (like {example}), not a distinct_id: got {key!r}"
     elif key:
         return f"key must be empty for a team request, got {key!r}"
     return None

@@ -1,0 +1,81 @@
+"""Proving a deletion in each batch export of the request's team, read back from the copy itself (listed
+afresh, whatever the rewrite reported). Each interval the plan says holds the request's days must hold:
+
+- for a team request: none of the team's rows (a batch export holds one team: any row without ``team_id``);
+- for a person request, in an events copy with ``person_id``: none of the person's rows;
+- for a person request, in an events copy without ``person_id``: exactly as many rows as the export's
+  selection of the cleaned ``events`` gives now (the person's rows cannot be seen there; a copy that was not
+  rewritten still counts them);
+- for a person request, in a pre-aggregate copy: nothing that names a person (its days are rewritten from the
+  recomputed pre-aggregates, whose checks ``verify_and_complete`` runs).
+"""
+
+from dags.common import ClickHouseClient
+from dags.exports.datasets import ExportWindow
+from dags.exports.destinations.base import Destination
+from dags.exports.destinations.postgres import PostgresTable
+from dags.management.deletion.copies import BatchCopy, file_path, place_of
+from dags.management.deletion.requests import DeletionRequest
+
+SELECTION_ROWS = "SELECT count() FROM ({query})"
+
+
+def verify_copy(client: ClickHouseClient, copy: BatchCopy, request: DeletionRequest) -> tuple[list[str], list[str]]:
+    """``(places read, problems)`` of one copy for one request; no problem: proven."""
+    destination = copy.resource.open()
+    places: list[str] = []
+    problems: list[str] = []
+    for window in copy.intervals(destination, copy.days(request.event_days, request.days_recomputed)):
+        place = place_of(copy, destination, window)
+        places.append(place)
+        if request.is_whole_team or copy.holds_persons:
+            left = request_rows(copy, destination, window, request)
+            if left:
+                problems.append(f"batch export {copy.name}: {place} still holds {left:,} of the request's rows")
+        elif copy.dataset.has_events:
+            held, expected = copy_rows(copy, destination, window), selection_rows(client, copy, window)
+            if held and held != expected:
+                problems.append(
+                    f"batch export {copy.name}: {place} holds {held:,} rows where events now gives {expected:,} "
+                    "(it has no person_id column: it must equal a fresh export of the cleaned events)"
+                )
+    return places, problems
+
+
+def request_rows(
+    copy: BatchCopy, destination: Destination | PostgresTable, window: ExportWindow, request: DeletionRequest
+) -> int:
+    """The request's rows still in one interval of the copy."""
+    team = request.team_id if copy.holds_teams else None
+    person = None if request.is_whole_team else request.key.lower()
+    if isinstance(destination, PostgresTable):
+        return destination.count_rows(copy.dataset.time_column, window, team_id=team, person_id=person)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    columns = [name for name, wanted in (("team_id", team), ("person_id", person)) if wanted is not None]
+    table = pq.read_table(pa.BufferReader(destination.read_bytes(file_path(copy, window))), columns=columns)
+    matches = pa.array([True] * table.num_rows, pa.bool_())
+    if team is not None:
+        matches = pc.and_(matches, pc.equal(table["team_id"], pa.scalar(team, table.schema.field("team_id").type)))
+    if person is not None:
+        matches = pc.and_(matches, pc.equal(table["person_id"], person))
+    return int(pc.sum(matches.cast("int64")).as_py() or 0)
+
+
+def copy_rows(copy: BatchCopy, destination: Destination | PostgresTable, window: ExportWindow) -> int:
+    """All rows of one interval of the copy."""
+    if isinstance(destination, PostgresTable):
+        return destination.count_rows(copy.dataset.time_column, window)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(destination.read_bytes(file_path(copy, window)))).metadata.num_rows
+
+
+def selection_rows(client: ClickHouseClient, copy: BatchCopy, window: ExportWindow) -> int:
+    """The rows a fresh export of the interval would write now."""
+    selection = copy.export.selection
+    query = SELECTION_ROWS.format(query=copy.dataset.query(selection))
+    return int(client.command(query, copy.dataset.parameters(window, selection)))
