@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tcp-port", type=int, default=9000)
     parser.add_argument("--password", default=os.environ.get("CLICKHOUSE_PASSWORD", DEFAULT_PASSWORD))
     args = parser.parse_args(argv)
+    # The server runs in a session of its own: stopping this command (`kill`, Ctrl-C, even when a script
+    # started it with `&`, which ignores SIGINT) must stop it too, or it keeps its ports and data folder.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with LocalServer(args.root, args.http_port, args.tcp_port, args.password) as server:
         print(f"CLICKHOUSE_URL={server.http_url}")
         print(f"CLICKHOUSE_URL={server.native_url}", flush=True)

@@ -189,6 +189,37 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # --- end of the three-engine block ----------------------------------------------------------------------
 
 
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """In a module marked ``end_to_end`` (a pipeline's jobs run whole), the ``clickhouse`` fixture is the
+    embedded engine only, except for the tests marked ``every_engine``: the representative runs of each job
+    that also go to the 26.9 server over HTTP and native. Every job is proven on every engine without running
+    each end-to-end variant three times (the suite stays within its 30 minutes on two cores)."""
+    definition = metafunc.definition
+    if (
+        "clickhouse" in metafunc.fixturenames
+        and definition.get_closest_marker("end_to_end") is not None
+        and definition.get_closest_marker("every_engine") is None
+    ):
+        # A parametrize mark (not metafunc.parametrize) so that the fixture's own engines step aside for it.
+        definition.add_marker(pytest.mark.parametrize("clickhouse", ["embedded"], indirect=True))
+
+
+@pytest.fixture(params=CLICKHOUSE_ENGINES)
+def clickhouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """``CLICKHOUSE_URL`` for an end-to-end test that runs the pipelines as a user does (``bin/demo``, a job
+    in a subprocess), once per engine: an embedded data path of the test's own (the process it starts opens
+    it), then a database of the test's own on the 26.9 server over HTTP and over native."""
+    engine: str = request.param
+    request.node.user_properties.append((ENGINE_PROPERTY, engine))
+    if engine == "embedded":
+        yield f"chdb://{tmp_path / 'clickhouse'}"
+        return
+    with database_on_server(engine_url(request, engine)) as url:
+        yield url
+
+
 @pytest.fixture
 def ch(clickhouse: ClickHouseResource) -> Iterator[ClickHouseClient]:
     """An open client on the test's database, for setting up and reading back tables."""

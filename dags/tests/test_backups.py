@@ -22,6 +22,8 @@ from dags.management.backups.verify import BackupVerificationError, verify_backu
 from dags.management.settings import load_backup_settings
 from dags.tests.conftest import S3Server, database_on_server
 
+pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
+
 CREATE_EVENTS = """
 CREATE TABLE events (uuid UUID, event String, properties String, timestamp DateTime64(6, 'UTC'), team_id Int64)
 ENGINE = MergeTree PARTITION BY toYYYYMM(timestamp) ORDER BY (team_id, toDate(timestamp), event, uuid)
@@ -123,6 +125,7 @@ def object_keys(s3_server: S3Server, storage: BackupStorage) -> list[str]:
     return [item["Key"] for item in listing.get("Contents", [])]
 
 
+@pytest.mark.every_engine
 def test_a_full_then_a_smaller_incremental_after_new_inserts_both_restore_identical_tables(
     clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
 ) -> None:
@@ -157,6 +160,7 @@ def test_a_full_then_a_smaller_incremental_after_new_inserts_both_restore_identi
     assert not ch.query_rows("SELECT name FROM system.databases WHERE name LIKE 'backup_verify_%'")
 
 
+@pytest.mark.every_engine
 def test_restoring_over_live_tables_is_refused_without_replace_and_brings_dropped_events_back_with_it(
     clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
 ) -> None:
@@ -185,6 +189,7 @@ def test_restoring_over_live_tables_is_refused_without_replace_and_brings_droppe
     assert not ch.query_rows("SELECT name FROM system.tables WHERE name LIKE '%\\\\_\\\\_restore\\\\_%'")
 
 
+@pytest.mark.every_engine
 def test_replacing_tables_in_a_database_without_exchange_swaps_them_in_by_renames(
     clickhouse: ClickHouseResource, tables: ClickHouseClient, storage: BackupStorage, dagster_instance: DagsterInstance
 ) -> None:
@@ -210,6 +215,7 @@ def test_replacing_tables_in_a_database_without_exchange_swaps_them_in_by_rename
         ch.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": target})
 
 
+@pytest.mark.every_engine
 @pytest.mark.parametrize("damage", ["missing", "corrupted"])
 def test_a_missing_or_corrupted_file_fails_verification_with_a_clear_message(
     clickhouse: ClickHouseResource,
@@ -349,6 +355,7 @@ print(json.dumps(json.loads(str(result))["data"]))
 """
 
 
+@pytest.mark.every_engine
 def test_the_secret_is_in_no_event_log_run_config_system_backups_or_query_log(
     clickhouse: ClickHouseResource,
     tables: ClickHouseClient,
@@ -420,6 +427,7 @@ def test_backup_settings_default_to_thirty_days_and_no_location(monkeypatch: pyt
     assert settings.retention_days == 7
 
 
+@pytest.mark.every_engine
 def test_a_folder_url_outside_the_servers_allowed_backup_path_fails_with_the_engines_own_reason(
     clickhouse: ClickHouseResource,
     tables: ClickHouseClient,

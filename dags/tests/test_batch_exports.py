@@ -28,6 +28,8 @@ from dags.exports.manifest import DATA_FILE, MANIFEST_FILE
 from dags.tests.conftest import GCSServer, PostgresServer, S3Server, free_port, wait_until
 from dags.web_analytics.schema import create_web_preaggregated_tables
 
+pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
+
 DAY = date(2024, 3, 5)
 SOURCE_COLUMNS = {
     "uuid": "toString(uuid)",
@@ -144,6 +146,7 @@ def sorted_rows(table: pa.Table) -> list[dict[str, Any]]:
 # --- Folders, buckets ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.every_engine
 def test_two_teams_exports_to_folders_hold_exactly_their_selected_rows_and_columns(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,6 +228,7 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch, server: S3Server, secret: st
     }
 
 
+@pytest.mark.every_engine
 def test_s3_and_gcs_exports_read_back_equal_to_the_source(
     clickhouse: ClickHouseResource,
     dagster_instance: DagsterInstance,
@@ -323,6 +327,7 @@ def expected_postgres_events(clickhouse: ClickHouseResource, team_id: int) -> li
     return sorted(({**row, "properties": json.loads(row["properties"])} for row in rows), key=lambda r: r["uuid"])
 
 
+@pytest.mark.every_engine
 def test_postgres_holds_the_source_rows_with_postgres_types_and_a_rerun_leaves_no_duplicates(
     clickhouse: ClickHouseResource,
     dagster_instance: DagsterInstance,
@@ -510,6 +515,7 @@ def test_a_bad_file_is_rejected_with_every_problem_listed(tmp_path: Path, monkey
     assert "did not load" in loaded.stdout and all(problem in loaded.stdout for problem in problems)
 
 
+@pytest.mark.every_engine
 def test_the_declared_columns_are_the_columns_each_dataset_exports(clickhouse: ClickHouseResource) -> None:
     with clickhouse.get_client() as client:
         load_events(clickhouse, DAY, 10)

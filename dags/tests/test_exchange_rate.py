@@ -33,6 +33,8 @@ from dags.exchange_rate.settings import load_exchange_rate_settings
 from dags.exchange_rate.sources import ExchangeRateSourceError, offline_ecb_history
 from dags.tests.conftest import HttpApi, Reply
 
+pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
+
 DAILY = [daily_exchange_rates, daily_exchange_rates_in_clickhouse]
 APP_ID = "oxr-app-id-5f3c9a7e1b2d"
 OFFLINE_LAST_DAY = max(offline_ecb_history())
@@ -178,6 +180,7 @@ def test_ecb_rates_are_stored_per_usd_as_computed_by_hand_and_the_dictionary_ans
     assert info["min_rate"] == float(min(rows.values())) and info["max_rate"] == float(max(rows.values()))
 
 
+@pytest.mark.every_engine
 def test_contract_example_converts_with_the_dictionary(
     clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance: DagsterInstance, tmp_path
 ) -> None:
@@ -219,6 +222,7 @@ def test_weekend_carries_friday_forward_says_so_and_dictionary_falls_back_to_the
     assert Decimal(str(before_any)) == 0
 
 
+@pytest.mark.every_engine
 def test_rerunning_a_partition_leaves_the_same_rows(
     clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance: DagsterInstance, tmp_path
 ) -> None:
@@ -391,6 +395,7 @@ def test_whole_ecb_history_backfills_in_one_run(
 # --- Open Exchange Rates ---------------------------------------------------------------------------------
 
 
+@pytest.mark.every_engine
 def test_open_exchange_rates_are_stored_and_the_app_id_never_shows(
     http_api: HttpApi,
     clickhouse: ClickHouseResource,

@@ -31,6 +31,8 @@ from dags.exports.resource import ExportDestination, export_destination_from_env
 from dags.tests.conftest import GCSServer, S3Server, wait_until
 from dags.web_analytics.assets import web_pre_aggregated_bounces, web_pre_aggregated_stats
 
+pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
+
 DAY = date(2024, 3, 5)
 EVENT_COLUMNS = "toString(uuid) AS uuid, event, properties, timestamp, team_id, distinct_id, " \
     "toString(person_id) AS person_id, `$session_id`, inserted_at"  # fmt: skip
@@ -181,6 +183,7 @@ def assert_manifest_matches(files: dict[str, bytes], folder: str) -> dict[str, A
 # --- Tests ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.every_engine
 def test_a_day_exports_once_reads_back_equal_and_a_rerun_changes_only_the_manifest_times(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, bucket: Bucket
 ) -> None:
@@ -258,6 +261,7 @@ def test_one_failing_day_does_not_stop_the_others(
     ]
 
 
+@pytest.mark.every_engine
 def test_clickhouse_writes_straight_to_s3_the_same_data_and_schema_as_streaming(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, s3_server: S3Server
 ) -> None:
@@ -301,6 +305,7 @@ def event_log_text(instance: DagsterInstance, run_id: str) -> str:
     return "\n".join(repr(entry) for entry in instance.all_logs(run_id))
 
 
+@pytest.mark.every_engine
 @pytest.mark.parametrize("write_method", ["stream", "clickhouse"])
 def test_refused_s3_credentials_fail_clearly_and_leave_the_previous_file(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, s3_server: S3Server, write_method: str
@@ -452,6 +457,7 @@ def test_a_local_temporary_file_from_a_crashed_run_is_invisible_and_cleaned_up(
     assert sorted(path.name for path in folder.iterdir()) == [MANIFEST_FILE, DATA_FILE]
 
 
+@pytest.mark.every_engine
 def test_pre_aggregate_exports_hold_the_days_finalized_numbers_either_way_they_are_written(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, s3_server: S3Server, tmp_path: Path
 ) -> None:

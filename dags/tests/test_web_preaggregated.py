@@ -49,6 +49,8 @@ from dags.web_analytics.schema import BOUNCES_TABLE, DIMENSIONS, STATS_TABLE, cr
 from dags.web_analytics.settings import load_web_analytics_settings
 from dags.web_analytics.sql import BOUNCES, STATS
 
+pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
+
 ASSETS = [web_pre_aggregated_stats, web_pre_aggregated_bounces]
 PERSON_1, PERSON_2, PERSON_3 = (f"00000000-0000-0000-0000-00000000000{n}" for n in (1, 2, 3))
 
@@ -196,6 +198,7 @@ def metadata(result, asset_name: str) -> dict[str, Any]:
 # --- Tables ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.every_engine
 def test_tables_have_the_contract_columns_and_daily_partitions(ch: ClickHouseClient) -> None:
     create_web_preaggregated_tables(ch)
     create_web_preaggregated_tables(ch)  # idempotent
@@ -233,6 +236,7 @@ def test_tables_have_the_contract_columns_and_daily_partitions(ch: ClickHouseCli
 # --- Known answers -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.every_engine
 def test_stats_count_pageviews_sessions_and_persons_per_pathname_and_hour(
     sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:
@@ -273,6 +277,7 @@ def test_stats_count_pageviews_sessions_and_persons_per_pathname_and_hour(
     }
 
 
+@pytest.mark.every_engine
 def test_bounces_follow_sessions_from_entry_to_end_with_the_ten_second_edge(
     sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:
@@ -297,6 +302,7 @@ def test_bounces_follow_sessions_from_entry_to_end_with_the_ten_second_edge(
     ]  # fmt: skip
 
 
+@pytest.mark.every_engine
 def test_materialization_reports_rows_days_durations_and_passing_checks(
     sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:
@@ -512,6 +518,7 @@ def test_bad_config_of_either_asset_stops_the_run_before_either_table_is_rewritt
     assert {table: snapshot(sessions, table) for table in (STATS_TABLE, BOUNCES_TABLE)} == before
 
 
+@pytest.mark.every_engine
 def test_a_failing_computation_leaves_the_target_as_it_was_and_no_staging_table(
     sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:
