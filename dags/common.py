@@ -135,7 +135,7 @@ def env_flag(name: str) -> bool:
 
 
 UINT32_MAX = 2**32 - 1
-INT64_MAX = 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # team ids are Int64: a larger one would wrap to another team
 
 
 def env_positive_int(name: str, default: int, maximum: int = UINT32_MAX) -> int:

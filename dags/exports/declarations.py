@@ -29,13 +29,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.events import AliasEvent
 
+from dags.common import INT64_MAX
 from dags.exports.datasets import DATASETS, ExportSelection
 from dags.exports.destination_overlap import overlap_problems
 from dags.exports.resource import CREDENTIAL_NAMES, parse_destination_url
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 DAGSTER_HOME_PLACEHOLDER = "${DAGSTER_HOME}"
-INT64_MAX = 2**63 - 1  # team_id is an Int64 column: a larger id would wrap to another team
 
 
 class BatchExportsFileError(ValueError):

@@ -23,7 +23,8 @@ def request(clickhouse: ClickHouseResource, instance: DagsterInstance, **config:
 
 def stored_requests(clickhouse: ClickHouseResource) -> list[dict[str, Any]]:
     with clickhouse.get_client() as client:
-        if not client.query_rows(f"SELECT 1 FROM system.tables WHERE database = currentDatabase() AND name = '{TABLE}'"):
+        exists = f"SELECT 1 FROM system.tables WHERE database = currentDatabase() AND name = '{TABLE}'"
+        if not client.query_rows(exists):
             return []
         return client.query_rows(f"SELECT team_id, key_type, key FROM {TABLE}")
 
@@ -42,7 +43,8 @@ def test_a_bad_request_fails_naming_the_field_and_stores_nothing(
 ) -> None:
     result = request(clickhouse, dagster_instance, **config)
     assert not result.success
-    failure = str(result.get_step_failure_events()[0].step_failure_data.error) if result.get_step_failure_events() else str(result)
+    failures = result.get_step_failure_events()
+    failure = str(failures[0].step_failure_data.error) if failures else str(result)
     assert f"{field} must" in failure
     assert stored_requests(clickhouse) == []
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
-from dags.common import ClickHouseClient
+from dags.common import INT64_MAX, INT64_MIN, ClickHouseClient
 
 TABLE = "data_deletion_requests"
 
@@ -169,9 +169,6 @@ class DeletionRequest:
 def create_requests_table(client: ClickHouseClient) -> None:
     """Create ``data_deletion_requests`` if it does not exist (idempotent)."""
     client.command(CREATE_REQUESTS_TABLE)
-
-
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def new_request_problem(team_id: object, key_type: str, key: str) -> str | None:
