@@ -186,7 +186,9 @@ def test_restoring_over_live_tables_is_refused_without_replace_and_brings_droppe
         if entry.level >= 30 and "REPLACING" in entry.user_message
     ]
     assert warnings and "exchange_rate" in warnings[0]
-    assert not ch.query_rows("SELECT name FROM system.tables WHERE name LIKE '%\\\\_\\\\_restore\\\\_%'")
+    assert not ch.query_rows(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE '%\\\\_\\\\_restore\\\\_%'"
+    )
 
 
 @pytest.mark.every_engine

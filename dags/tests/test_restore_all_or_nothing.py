@@ -2,6 +2,7 @@
 dictionary, in `default` (the embedded engine's `Overlay` database; an `Atomic` one on a server) and in an
 `Atomic` database of the test's own. Each test runs the real backup and restore jobs against SeaweedFS."""
 
+import hashlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from dagster import DagsterInstance
+from filelock import FileLock
 
 from dags.common import PROJECT_ROOT, ClickHouseClient, ClickHouseError, ClickHouseResource
 from dags.events import generate_demo_events
@@ -66,16 +68,28 @@ def load_demo_data(client: ClickHouseClient) -> None:
     write_rates(client, [rates_day(RATES_AT_BACKUP)])
 
 
+@contextmanager
+def database_to_myself(clickhouse: ClickHouseResource, shared_folder: Path) -> Iterator[None]:
+    """Hold the database ``clickhouse`` names against the other test processes: they share an operator's
+    server (``CLICKHOUSE_TEST_URL``) and its `default`, where each process's own engines are its alone."""
+    name = hashlib.sha256(re.sub(r"//[^@/]*@", "//", clickhouse.url).encode()).hexdigest()[:16]
+    with FileLock(shared_folder / f"clickhouse-database-{name}.lock"):
+        yield
+
+
 @pytest.fixture(params=["default", "own"])
-def live(request: pytest.FixtureRequest, clickhouse: ClickHouseResource) -> Iterator[ClickHouseResource]:
+def live(
+    request: pytest.FixtureRequest, clickhouse: ClickHouseResource, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClickHouseResource]:
     """The deployment's database with demo-like data: 2,000 events over two days, both pre-aggregates of
     those days, and the exchange rates with `exchange_rate_dict` reading them. `default` is emptied after."""
     resource = clickhouse if request.param == "own" else resource_on(clickhouse, "default")
-    with resource.get_client() as client:
-        load_demo_data(client)
-    yield resource
-    with resource.get_client() as client:
-        drop_demo_objects(client)
+    with database_to_myself(resource, tmp_path_factory.getbasetemp().parent):
+        with resource.get_client() as client:
+            load_demo_data(client)
+        yield resource
+        with resource.get_client() as client:
+            drop_demo_objects(client)
 
 
 def contents(client: ClickHouseClient) -> dict[str, tuple[int, int]]:
@@ -106,7 +120,8 @@ def staging_tables(client: ClickHouseClient) -> list[str]:
     return [
         row["name"]
         for row in client.query_rows(
-            "SELECT name FROM system.tables WHERE name LIKE '%\\\\_\\\\_restore\\\\_%' ORDER BY name"
+            "SELECT name FROM system.tables WHERE database = currentDatabase() "
+            "AND name LIKE '%\\\\_\\\\_restore\\\\_%' ORDER BY name"
         )
     ]
 
