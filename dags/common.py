@@ -40,6 +40,7 @@ from dags.clickhouse import (
     retry_with_backoff,
     server_message,
 )
+from dags.clickhouse.cluster import ClickHouseCluster, ClusterHostsError, Host
 from dags.clickhouse.errors import first_line
 
 __all__ = [
@@ -50,9 +51,12 @@ __all__ = [
     "UNFINISHED_RUN_STATUSES",
     "ClickHouseBusyError",
     "ClickHouseClient",
+    "ClickHouseCluster",
     "ClickHouseError",
     "ClickHouseNotRetryableError",
     "ClickHouseResource",
+    "ClusterHostsError",
+    "Host",
     "JobOwners",
     "SettingError",
     "Settings",

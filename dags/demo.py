@@ -40,7 +40,7 @@ from dags.common import (
     quote_identifier,
     redact_url,
 )
-from dags.events import create_events_table, recent_days
+from dags.events import create_events_tables, recent_days
 from dags.exchange_rate.settings import load_exchange_rate_settings
 from dags.exchange_rate.sources import ExchangeRateSource, ExchangeRateSourceError, offline_ecb_history
 from dags.exports.settings import load_export_settings
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ClickHouse: {redact_url(settings.effective_clickhouse_url)}")
     print(f"Days: {days[0]} .. {days[-1]}; {args.events_per_day:,} demo events per day\n")
 
-    with open_clickhouse(create_database=True) as client:
-        create_events_table(client)
+    with clickhouse_resource().process_config_and_initialize_cm() as clickhouse:
+        create_events_tables(clickhouse.get_cluster())  # on every host of CLICKHOUSE_CLUSTER
 
     rate_days, notes = exchange_rate_days(days)
     ops_config = {"demo_events": {"config": {"events_per_day": args.events_per_day}}}

@@ -17,16 +17,20 @@ from dagster import (
 )
 from pydantic import Field
 
-from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseClient, ClickHouseResource, JobOwners
+from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseClient, ClickHouseCluster, ClickHouseResource, JobOwners
 
 DEMO_TEAM_IDS: tuple[int, ...] = (1, 2, 3)
 MIN_DEMO_EVENTS = 1
 MAX_DEMO_EVENTS = 10_000_000
 
+# On a cluster (CLICKHOUSE_CLUSTER), `events` is Distributed over this local table on every host: a contract
+# of the cluster, like `events` itself.
+SHARDED_EVENTS = "sharded_events"
+
 # Monthly partitions keep the part count low for years of data; the sorting key starts with
 # (team_id, day), so a per-team, per-day scan reads only that team's granules of that day.
-CREATE_EVENTS_TABLE = """
-CREATE TABLE IF NOT EXISTS events
+EVENTS_TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS {table}
 (
     uuid UUID,
     event String,
@@ -42,6 +46,20 @@ ENGINE = MergeTree
 PARTITION BY toYYYYMM(timestamp)
 ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(uuid))
 """
+CREATE_EVENTS_TABLE = EVENTS_TABLE_DDL.format(table="events")
+CREATE_SHARDED_EVENTS_TABLE = EVENTS_TABLE_DDL.format(table=SHARDED_EVENTS)
+
+# A person's events stay on one shard (sessions and bounces are computed within a shard's rows).
+CREATE_DISTRIBUTED_EVENTS_TABLE = """
+CREATE TABLE IF NOT EXISTS events AS sharded_events
+ENGINE = Distributed({cluster}, {database}, sharded_events, sipHash64(distinct_id))
+"""
+
+EVENTS_ENGINE = "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'events'"
+
+# Inserts into a Distributed `events` reach their shards before the statement returns: the rows are readable
+# (and a failed shard fails the insert) at once, instead of waiting in system.distribution_queue.
+DISTRIBUTED_INSERT_SETTINGS = {"distributed_foreground_insert": 1}
 
 # One row per demo session: every attribute comes from a seeded hash of the session number, so the same
 # seed always draws the same traffic. Kinds: 0 = bounce (one pageview, maybe a pageleave, 0-19 s),
@@ -170,7 +188,7 @@ ARRAY JOIN [if(event_index = 0 AND kind != 3, pathnames[1 + bitShiftRight(h1, 8)
 """
 
 DELETE_DEMO_DAY = """
-DELETE FROM events
+DELETE FROM {table:Identifier}
 WHERE team_id IN {team_ids:Array(Int64)}
   AND timestamp >= toDateTime64({day:Date}, 6, 'UTC')
   AND timestamp < toDateTime64({day:Date} + 1, 6, 'UTC')
@@ -178,8 +196,40 @@ WHERE team_id IN {team_ids:Array(Int64)}
 
 
 def create_events_table(client: ClickHouseClient) -> None:
-    """Create the ``events`` table if it does not exist (idempotent)."""
+    """Create the ``events`` table on one host if it does not exist (idempotent)."""
     client.command(CREATE_EVENTS_TABLE)
+
+
+def create_events_tables(cluster: ClickHouseCluster) -> None:
+    """Create ``events`` where the deployment expects it (idempotent).
+
+    One host: the ``events`` MergeTree. A cluster: ``sharded_events`` on every host and ``events``
+    ``Distributed`` over them on every host. Tables a deployment brought itself are left as they are.
+    """
+    if not cluster.is_cluster:
+        with cluster.resource.get_client(cluster.context, create_database=True) as client:
+            create_events_table(client)
+        return
+    database = cluster.resource.target.database or "default"
+    distributed = CREATE_DISTRIBUTED_EVENTS_TABLE.format(
+        cluster=quote_string(cluster.name or ""), database=quote_string(database)
+    )
+
+    def create(client: ClickHouseClient) -> None:
+        client.command(CREATE_SHARDED_EVENTS_TABLE)
+        client.command(distributed)
+
+    cluster.map_all_hosts(create, "Creating events and sharded_events")
+
+
+def quote_string(text: str) -> str:
+    """A ClickHouse string literal (engine arguments cannot be bound)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def is_distributed(client: ClickHouseClient) -> bool:
+    """Whether ``events`` on this host is ``Distributed`` (a cluster's), so inserts go through to the shards."""
+    return client.query_rows(EVENTS_ENGINE) == [{"engine": "Distributed"}]
 
 
 def generate_demo_events(
@@ -208,6 +258,9 @@ def generate_demo_events(
     params = {"seed": seed, "max_sessions": events + 16, "events": events}
     boundary = client.query_rows(DEMO_SESSION_COUNT, params)[0]
     last_session, events_before = boundary["session_number"], boundary["events_before"]
+    settings = {"output_format_json_escape_forward_slashes": 0}
+    if is_distributed(client):
+        settings.update(DISTRIBUTED_INSERT_SETTINGS)
     client.command(
         INSERT_DEMO_EVENTS,
         {
@@ -218,7 +271,7 @@ def generate_demo_events(
             "last_session": last_session,
             "last_session_length": events - events_before,
         },
-        settings={"output_format_json_escape_forward_slashes": 0},
+        settings=settings,
     )
     return events
 
@@ -251,9 +304,10 @@ def demo_events(
     """
     day = date.fromisoformat(context.partition_key)
     day_seed = config.seed * 1_000_003 + day.toordinal()
-    with clickhouse.get_client(context, create_database=True) as client:
-        create_events_table(client)
-        client.command(DELETE_DEMO_DAY, {"team_ids": list(DEMO_TEAM_IDS), "day": day})
+    cluster = clickhouse.get_cluster(context)
+    create_events_tables(cluster)
+    delete_demo_day(cluster, day)
+    with clickhouse.get_client(context) as client:
         written = generate_demo_events(
             client, start_date=day, days=1, events=config.events_per_day, seed=day_seed, team_ids=DEMO_TEAM_IDS
         )
@@ -270,6 +324,21 @@ def demo_events(
             "events_by_type": {row["event"]: row["events"] for row in per_event},
         }
     )
+
+
+def delete_demo_day(cluster: ClickHouseCluster, day: date) -> None:
+    """Delete the demo teams' events of ``day``: from ``events``, or on a cluster from every copy of
+    ``sharded_events`` (a ``DELETE`` cannot go through a ``Distributed`` table)."""
+    parameters = {"team_ids": list(DEMO_TEAM_IDS), "day": day}
+    if cluster.is_cluster:
+        cluster.map_every_copy(
+            SHARDED_EVENTS,
+            lambda client: client.command(DELETE_DEMO_DAY, {**parameters, "table": SHARDED_EVENTS}),
+            f"Deleting the demo events of {day}",
+        )
+    else:
+        with cluster.resource.get_client(cluster.context) as client:
+            client.command(DELETE_DEMO_DAY, {**parameters, "table": "events"})
 
 
 def recent_days(days: int, until: date | None = None) -> list[date]:

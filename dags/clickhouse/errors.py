@@ -87,6 +87,8 @@ def server_message(error: BaseException) -> str:
 
 def is_transient(error: BaseException) -> bool:
     """Network trouble, an overloaded server or a held lock: worth another try after a pause."""
+    if getattr(error, "worth_retrying", False):  # the cluster layer's errors say it of themselves
+        return True
     if isinstance(error, ConnectionError | TimeoutError | EOFError):
         return True
     from clickhouse_connect.driver.exceptions import OperationalError

@@ -34,9 +34,9 @@ _chdb.query(
 """
 
 
-def _config(http_port: int, tcp_port: int, password: str, root: Path, extra_config: str) -> str:
+def _config(host: str, http_port: int, tcp_port: int, password: str, root: Path, extra_config: str) -> str:
     return f"""<clickhouse>
-    <listen_host>127.0.0.1</listen_host>
+    <listen_host>{host}</listen_host>
     <http_port>{http_port}</http_port>
     <tcp_port>{tcp_port}</tcp_port>
     <background_distributed_schedule_pool_size>4</background_distributed_schedule_pool_size>
@@ -56,13 +56,13 @@ def _config(http_port: int, tcp_port: int, password: str, root: Path, extra_conf
     <users>
         <default>
             <password></password>
-            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <networks><ip>127.0.0.0/8</ip><ip>::1</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
         </default>
         <{USER}>
             <password>{password}</password>
-            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <networks><ip>127.0.0.0/8</ip><ip>::1</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
             <access_management>1</access_management>
@@ -74,7 +74,11 @@ def _config(http_port: int, tcp_port: int, password: str, root: Path, extra_conf
 
 
 class LocalServer:
-    """One ClickHouse server process with its data, config and logs under `root`."""
+    """One ClickHouse server process with its data, config and logs under `root`.
+
+    `host` is the loopback address it listens on: servers on 127.0.0.1 and 127.0.0.2 can share port numbers,
+    as the hosts of a real cluster do. `extra_config` is XML added to its config (a `<remote_servers>`).
+    """
 
     def __init__(
         self,
@@ -83,8 +87,10 @@ class LocalServer:
         tcp_port: int = 0,
         password: str = DEFAULT_PASSWORD,
         extra_config: str = "",
+        host: str = "127.0.0.1",
     ) -> None:
         self.root = Path(root).resolve()
+        self.host = host
         self.password = password
         self._wanted = (http_port, tcp_port)
         self._extra_config = extra_config
@@ -95,18 +101,18 @@ class LocalServer:
     @property
     def http_url(self) -> str:
         """`http://pipelines:<password>@127.0.0.1:<port>/default`."""
-        return f"http://{USER}:{quote(self.password, safe='')}@127.0.0.1:{self.http_port}/default"
+        return f"http://{USER}:{quote(self.password, safe='')}@{self.host}:{self.http_port}/default"
 
     @property
     def native_url(self) -> str:
         """`clickhouse://pipelines:<password>@127.0.0.1:<port>/default`."""
-        return f"clickhouse://{USER}:{quote(self.password, safe='')}@127.0.0.1:{self.tcp_port}/default"
+        return f"clickhouse://{USER}:{quote(self.password, safe='')}@{self.host}:{self.tcp_port}/default"
 
     def start(self, timeout: float = 60.0) -> LocalServer:
         """Start the process and wait until both ports are published."""
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "backups").mkdir(exist_ok=True)
-        config = _config(*self._wanted, self.password, self.root, self._extra_config)
+        config = _config(self.host, *self._wanted, self.password, self.root, self._extra_config)
         (self.root / "config.xml").write_text(config)
         ports = self.root / "ports.tsv"
         ports.unlink(missing_ok=True)

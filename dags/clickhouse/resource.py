@@ -14,10 +14,9 @@ from pydantic import Field, PrivateAttr
 
 from dags.clickhouse.backends import ConnectBackend, EmbeddedBackend
 from dags.clickhouse.client import ClickHouseClient, describe_context
+from dags.clickhouse.cluster import ClickHouseCluster
 from dags.clickhouse.errors import (
-    ClickHouseError,
     ClickHouseNotRetryableError,
-    first_line,
     is_transient,
     retry_with_backoff,
     server_message,
@@ -188,41 +187,17 @@ class ClickHouseResource(ConfigurableResource):
         finally:
             backend.close()
 
+    def get_cluster(self, context: Any = None) -> ClickHouseCluster:
+        """The hosts of ``cluster`` as read from ``system.clusters`` (the URL's one host without a cluster)."""
+        return ClickHouseCluster.of(self, context)
+
     def run_on_all_hosts(self, sql: str, parameters: Mapping[str, Any] | None = None, context: Any = None) -> int:
         """Run a statement (``SYSTEM RELOAD DICTIONARY ...``) on every host of the cluster; returns host count.
 
         Without a cluster, or on the embedded engine, there is one host. Every host is tried even when one
-        fails; the error then lists the hosts that failed.
+        fails; the error then names every host that failed and why.
         """
-        if self.is_embedded or not self.cluster:
-            with self.get_client(context) as client:
-                client.command(sql, parameters)
-            return 1
-        with self.get_client(context) as client:
-            # Each host as the cluster defines it: its address and its own port (hosts may listen on different
-            # ports). system.clusters gives native-protocol ports; an HTTP URL keeps its own port.
-            hosts = sorted(
-                {
-                    (row["host_address"], int(row["port"]) if self.target.kind == "native" else None)
-                    for row in client.query_arrow(
-                        "SELECT host_address, port FROM system.clusters WHERE cluster = {cluster:String}",
-                        {"cluster": self.cluster},
-                    ).to_pylist()
-                },
-                key=str,
-            )
-        if not hosts:
-            raise ClickHouseError(f"Cluster {self.cluster!r} is not in system.clusters on {self.display_url}")
-        failures: list[str] = []
-        for host, port in hosts:
-            try:
-                with self.get_client(context, host=host, port=port) as client:
-                    client.command(sql, parameters)
-            except Exception as error:
-                failures.append(f"{host}:{port or urlparse(self.url).port}: {server_message(error)}")
-        if failures:
-            raise ClickHouseError(f"{first_line(sql)!r} failed on {len(failures)} of {len(hosts)} hosts: {failures}")
-        return len(hosts)
+        return self.get_cluster(context).command_on_all_hosts(sql, parameters)
 
     # -- connections --
 

@@ -120,22 +120,28 @@ def store_partitions(
     # Several hourly partitions refresh the same day: the latest hour's rates are the day's.
     days = sorted({day_rates.day: day_rates for _, day_rates in sorted(by_partition.items())}.values(), key=_day)
     started = time.monotonic()
-    with clickhouse.get_client(context) as client:
-        written = write_rates(client, days)
-    hosts = clickhouse.run_on_all_hosts(RELOAD_DICTIONARY, context=context)
+    # Every host holds the table and the dictionary (queries on any host convert): the same rows, one version.
+    cluster = clickhouse.get_cluster(context)
+    version = int(time.time())
+    written = cluster.map_all_hosts(lambda client: write_rates(client, days, version), f"Writing {TABLE}")
+    cluster.command_on_all_hosts(RELOAD_DICTIONARY)
     last = days[-1]
-    with clickhouse.get_client(context) as client:
-        answers = dictionary_answers(client, last.day, sorted(last.rates))
-    unanswered = sorted(currency for currency, rate in answers.items() if not rate)
-    if unanswered:
-        raise Failure(f"{DICTIONARY} has no rate on {last.day} for {unanswered[:10]} after the reload")
+    answers_by_host = cluster.map_all_hosts(
+        lambda client: dictionary_answers(client, last.day, sorted(last.rates)), f"Reading {DICTIONARY}"
+    )
+    for host, answers in answers_by_host.items():
+        unanswered = sorted(currency for currency, rate in answers.items() if not rate)
+        if unanswered:
+            where = f" on {host}" if cluster.is_cluster else ""
+            raise Failure(f"{DICTIONARY}{where} has no rate on {last.day} for {unanswered[:10]} after the reload")
+    answers = next(iter(answers_by_host.values()))
     return MaterializeResult(
         metadata={
             **summarize(days),
-            **written,
+            **next(iter(written.values())),
             "table": TABLE,
             "dictionary": DICTIONARY,
-            "dictionary_reloaded_on_hosts": hosts,
+            "dictionary_reloaded_on_hosts": len(cluster.hosts),
             "dictionary_currencies": len(answers),
             "duration_seconds": round(time.monotonic() - started, 3),
         }

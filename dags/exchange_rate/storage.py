@@ -106,10 +106,13 @@ def rates_table(days: Sequence[DayRates], version: int | None = None) -> "pa.Tab
     )
 
 
-def write_rates(client: ClickHouseClient, days: Sequence[DayRates]) -> dict[str, Any]:
-    """Insert ``days`` in one insert; a newer version replaces what an earlier run wrote for those days."""
+def write_rates(client: ClickHouseClient, days: Sequence[DayRates], version: int | None = None) -> dict[str, Any]:
+    """Insert ``days`` in one insert; a newer version replaces what an earlier run wrote for those days.
+
+    ``version`` (default: now) is given when the same rows go to several hosts, so every host holds the same.
+    """
     create_exchange_rate_storage(client)
-    table = rates_table(days)
+    table = rates_table(days, version)
     started = time.monotonic()
     rows = client.insert_arrow(TABLE, table)
     return {"rows_written": rows, "bytes_written": table.nbytes, "insert_seconds": round(time.monotonic() - started, 3)}

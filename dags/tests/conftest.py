@@ -35,10 +35,12 @@ from dagster import DagsterInstance
 
 from dags.clickhouse.local_server import LocalServer
 from dags.common import ClickHouseClient, ClickHouseResource
+from dags.tests.cluster_support import TWO_SHARDS, LocalCluster, database_on_every_host, start_cluster
 
 # Tests never read the developer's production settings.
 for _name in ("CLICKHOUSE_URL", "CLICKHOUSE_CLUSTER", "EXPORT_DESTINATION_URL", "DEBUG"):
     os.environ.pop(_name, None)
+
 
 def missing_server(message: str) -> None:
     """A server the tests need is not installed: skip on a developer's machine, fail in CI (``CI=true``),
@@ -189,7 +191,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # --- end of the three-engine block ----------------------------------------------------------------------
 
 
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """In a module marked ``end_to_end`` (a pipeline's jobs run whole), the ``clickhouse`` fixture is the
@@ -232,6 +233,47 @@ def dagster_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
     """A throwaway Dagster instance (SQLite storage in the test's folder)."""
     with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster_home")) as instance:
         yield instance
+
+
+# --- A sharded cluster of two 26.9 servers (dags/tests/cluster_support.py) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Two 26.9 servers on 127.0.0.1 and 127.0.0.2 that both define ``two_shards`` and
+    ``one_shard_two_copies``; one pair per xdist worker."""
+    cluster = start_cluster(tmp_path_factory.mktemp("clickhouse-cluster-26.9"))
+    yield cluster
+    cluster.stop()
+
+
+@dataclass
+class ClusterUnderTest:
+    """A database of the test's own on every host of the local cluster, and resources pointing at it."""
+
+    servers: LocalCluster
+    database: str
+    protocol: str  # "http" or "native"
+
+    def url(self, host: int = 0) -> str:
+        """The URL of one host (the first by default, the host CLICKHOUSE_URL names)."""
+        return self.servers.url(self.protocol, self.database, host)
+
+    def resource(self, cluster: str | None = TWO_SHARDS, **options: Any) -> ClickHouseResource:
+        """The resource a deployment with ``CLICKHOUSE_CLUSTER=cluster`` builds."""
+        return ClickHouseResource(url=self.url(), cluster=cluster, retry_base_delay_seconds=0.05, **options)
+
+    def on_host(self, host: int) -> ClickHouseResource:
+        """One host alone, to see what it holds itself."""
+        return ClickHouseResource(url=self.url(host), retry_base_delay_seconds=0.05)
+
+
+@pytest.fixture(params=["http", "native"])
+def clickhouse_cluster(request: pytest.FixtureRequest, local_cluster: LocalCluster) -> Iterator[ClusterUnderTest]:
+    """The local two-host cluster over HTTP and over native, with a database of the test's own on each host."""
+    request.node.user_properties.append((ENGINE_PROPERTY, f"cluster-{request.param}"))
+    with database_on_every_host(local_cluster, f"test_{uuid.uuid4().hex[:12]}") as database:
+        yield ClusterUnderTest(local_cluster, database, request.param)
 
 
 # --- Debian's ClickHouse server (native protocol) -------------------------------------------------------

@@ -175,7 +175,7 @@ def test_run_on_all_hosts_reaches_every_host_and_names_the_one_that_fails(
         with pytest.raises(ClickHouseError) as raised:
             resource.run_on_all_hosts("INSERT INTO default.marks SELECT {mark:String}", {"mark": "again"})
         message = str(raised.value)
-        assert f"failed on 1 of 2 hosts: ['127.0.0.1:{second.tcp_port}: " in message
+        assert f"failed on 1 of 2 hosts: 127.0.0.1:{second.tcp_port} (shard 2, replica 1): " in message
         assert marks_on(first) == ["again", "reload"], "the host that answers still ran the statement"
     finally:
         second.start()

@@ -553,6 +553,7 @@ def test_a_rewrite_that_writes_nothing_leaves_the_request_open_because_verificat
     with clickhouse.get_client() as client:
         team, person = person_of_one_day(client, DAYS[1])
         insert_request(client, team_id=team, key_type="person", key=person)
+
     # A broken rewrite op: it takes no file in hand, writes nothing and reports nothing.
     def rewrite_nothing(*args: Any) -> list[str]:
         args[4].clear()

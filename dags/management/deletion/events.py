@@ -1,30 +1,42 @@
-"""Deleting the requests' rows from ``events``: one mutation per monthly partition and team, waited for.
+"""Deleting the requests' rows from ``events``: one mutation per monthly partition and team, on every copy.
 
 ``ALTER TABLE ... DELETE`` rewrites the parts that hold matching rows, so the rows are physically gone (a
 lightweight ``DELETE`` only hides them until a merge). A mutation is limited to one partition (``IN
 PARTITION``) and one team, so one huge team never makes the server rewrite the whole table in one go; each is
-waited for before the next, with progress in the log and a bounded wait. Deleting again is a no-op, so a
-run killed mid-way simply issues the same mutations again.
+waited for before the next, with progress in the log and a bounded wait.
+
+On a cluster a ``Distributed`` table cannot be mutated: the mutation goes to ``sharded_events`` on one host
+per shard (replicated) or on every host (copies written by ``Distributed``), and is followed in each host's
+``system.mutations``. Each mutation carries a marker made of its plan, so a run killed after enqueueing
+finds it on the next run and waits for it instead of enqueueing it a second time; a plan that changed (late
+events) makes a new marker and a new mutation.
 """
 
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dags.common import ClickHouseClient, ClickHouseError
+from dags.common import ClickHouseClient, ClickHouseCluster, ClickHouseError, Host, quote_identifier
 from dags.management.deletion.requests import DeletionRequest
 
+SHARDED_EVENTS = "sharded_events"  # dags.events' cluster contract (management jobs never import domains' assets)
+
 DELETE_IN_PARTITION = """
-ALTER TABLE events
-DELETE IN PARTITION ID {partition:String}
-WHERE team_id = {team_id:Int64} AND ({whole_team:Bool} OR person_id IN {person_ids:Array(UUID)})
+ALTER TABLE {table}
+DELETE IN PARTITION ID {{partition:String}}
+WHERE team_id = {{team_id:Int64}} AND ({{whole_team:Bool}} OR person_id IN {{person_ids:Array(UUID)}})
+  AND {{marker:String}} != ''
 """
 
-UNFINISHED_MUTATIONS = """
-SELECT mutation_id, parts_to_do, latest_fail_reason
+# The marker is a literal in the stored command: found again by text, whatever else the server rewrote.
+MUTATION_WITH_MARKER = """
+SELECT mutation_id, is_done, parts_to_do, latest_fail_reason
 FROM system.mutations
-WHERE database = currentDatabase() AND table = 'events' AND NOT is_done
+WHERE database = currentDatabase() AND table = {table:String} AND position(command, {marker:String}) > 0
+ORDER BY create_time DESC
+LIMIT 1
 """
 
 POLL_SECONDS = 0.5
@@ -38,6 +50,13 @@ class Mutation:
     team_id: int
     whole_team: bool
     person_ids: tuple[str, ...]
+    plan: str  # the requests' ids and planned rows: the same on a rerun, new when the plan changes
+
+    @property
+    def marker(self) -> str:
+        what = (self.partition, self.team_id, self.whole_team, self.person_ids, self.plan)
+        digest = hashlib.sha256(repr(what).encode())
+        return f"data_deletion:{digest.hexdigest()[:24]}"
 
     def parameters(self) -> dict[str, object]:
         return {
@@ -45,66 +64,112 @@ class Mutation:
             "team_id": self.team_id,
             "whole_team": self.whole_team,
             "person_ids": list(self.person_ids),
+            "marker": self.marker,
         }
+
+
+def _plan_of(request: DeletionRequest) -> str:
+    return f"{request.request_id}:{','.join(map(str, request.event_rows))}"
 
 
 def mutations_for(requests: Sequence[DeletionRequest]) -> list[Mutation]:
     """The bounded deletes that remove every planned row of ``requests``: per partition and team."""
     persons: dict[tuple[str, int], set[str]] = defaultdict(set)
     whole_teams: set[tuple[str, int]] = set()
+    plans: dict[tuple[str, int], set[str]] = defaultdict(set)
     for request in requests:
         for day in request.event_days:
             key = (day.strftime("%Y%m"), request.team_id)
+            plans[key].add(_plan_of(request))
             if request.is_whole_team:
                 whole_teams.add(key)
             else:
                 persons[key].add(request.key.lower())
-    keys = sorted(set(persons) | whole_teams)
     return [
-        Mutation(partition, team, (partition, team) in whole_teams, tuple(sorted(persons.get((partition, team), ()))))
-        for partition, team in keys
+        Mutation(
+            partition,
+            team,
+            (partition, team) in whole_teams,
+            tuple(sorted(persons.get((partition, team), ()))),
+            ";".join(sorted(plans[(partition, team)])),
+        )
+        for partition, team in sorted(set(persons) | whole_teams)
     ]
 
 
-def wait_for_mutations(client: ClickHouseClient, timeout_seconds: float, log: Callable[[str], None]) -> None:
-    """Wait until ``events`` has no unfinished mutation, logging progress; fail after ``timeout_seconds``."""
+def _find(client: ClickHouseClient, table: str, mutation: Mutation) -> dict | None:
+    rows = client.query_rows(MUTATION_WITH_MARKER, {"table": table, "marker": mutation.marker})
+    return rows[0] if rows else None
+
+
+def enqueue_once(client: ClickHouseClient, table: str, mutation: Mutation) -> bool:
+    """Enqueue ``mutation`` on this host unless it is there already; returns whether it was enqueued now."""
+    if _find(client, table, mutation) is not None:
+        return False
+    statement = DELETE_IN_PARTITION.format(table=quote_identifier(table))
+    client.command(statement, mutation.parameters(), settings={"mutations_sync": 0})
+    return True
+
+
+def wait_for(
+    client: ClickHouseClient, table: str, mutation: Mutation, timeout_seconds: float, log: Callable[[str], None]
+) -> None:
+    """Wait until ``mutation`` is done on this host, logging its parts to do; fail after ``timeout_seconds``."""
     deadline = time.monotonic() + timeout_seconds
     last_report = ""
     while True:
-        unfinished = client.query_rows(UNFINISHED_MUTATIONS)
-        if not unfinished:
+        found = _find(client, table, mutation)
+        if found is None or found["is_done"]:  # None: the server finished and forgot it, or it was killed
             return
-        failed = [row for row in unfinished if row["latest_fail_reason"]]
-        if failed:
-            raise ClickHouseError(
-                f"Deleting from events failed: mutation {failed[0]['mutation_id']}: {failed[0]['latest_fail_reason']}"
-            )
-        report = (
-            f"waiting for {len(unfinished)} mutation(s), {sum(row['parts_to_do'] for row in unfinished)} part(s) to do"
-        )
+        if found["latest_fail_reason"]:
+            raise ClickHouseError(f"mutation {found['mutation_id']} failed: {found['latest_fail_reason']}")
+        report = f"mutation {found['mutation_id']}: {found['parts_to_do']} part(s) to do"
         if report != last_report:
             log(report)
             last_report = report
         if time.monotonic() > deadline:
             raise ClickHouseError(
-                f"Deleting from events did not finish within {timeout_seconds:.0f}s ({report}); it goes on in "
-                "ClickHouse (system.mutations), and the next run checks the rows are gone. "
+                f"did not finish within {timeout_seconds:.0f}s ({report}); it goes on in ClickHouse "
+                "(system.mutations), and the next run waits for it and checks the rows are gone. "
                 "Raise DATA_DELETION_MUTATION_TIMEOUT_SECONDS for larger teams."
             )
         time.sleep(POLL_SECONDS)
 
 
 def delete_events(
-    client: ClickHouseClient,
+    cluster: ClickHouseCluster,
     requests: Sequence[DeletionRequest],
     timeout_seconds: float,
     log: Callable[[str], None],
 ) -> list[Mutation]:
-    """Delete every planned row of ``requests``, one bounded mutation at a time; returns the mutations run."""
+    """Delete every planned row of ``requests``, one bounded mutation at a time on every copy of the rows;
+    returns the mutations run."""
+    table = SHARDED_EVENTS if cluster.is_cluster else "events"
+    hosts = cluster.hosts_with_own_copy(table)
     mutations = mutations_for(requests)
     for number, mutation in enumerate(mutations, start=1):
         who = "every event" if mutation.whole_team else f"{len(mutation.person_ids)} person(s)"
-        log(f"delete {number}/{len(mutations)}: partition {mutation.partition}, team {mutation.team_id}, {who}")
-        client.command(DELETE_IN_PARTITION, mutation.parameters(), settings={"mutations_sync": 0})
-        wait_for_mutations(client, timeout_seconds, log)
+        where = f" on {len(hosts)} host(s)" if cluster.is_cluster else ""
+        log(f"delete {number}/{len(mutations)}: partition {mutation.partition}, team {mutation.team_id}, {who}{where}")
+        run_on_every_copy(cluster, hosts, table, mutation, timeout_seconds, log)
     return mutations
+
+
+def run_on_every_copy(
+    cluster: ClickHouseCluster,
+    hosts: Sequence[Host],
+    table: str,
+    mutation: Mutation,
+    timeout_seconds: float,
+    log: Callable[[str], None],
+) -> None:
+    """Enqueue ``mutation`` on each of ``hosts`` (at most once), then wait until it is done on each."""
+    enqueued = cluster.map_hosts(hosts, lambda client: enqueue_once(client, table, mutation), f"Deleting from {table}")
+    for host in sorted(host for host, now in enqueued.items() if not now):
+        where = f"{host}: " if cluster.is_cluster else ""
+        log(f"{where}mutation {mutation.marker} was enqueued by an earlier run: waiting for it")
+    cluster.map_hosts(
+        hosts,
+        lambda client: wait_for(client, table, mutation, timeout_seconds, log),
+        f"Deleting from {table} (mutation {mutation.marker})",
+    )

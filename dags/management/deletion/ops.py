@@ -235,10 +235,12 @@ def delete_requested_events(
     context: OpExecutionContext, clickhouse: ClickHouseResource, request_ids: list[str]
 ) -> Output:
     settings = deletion_settings()
+    with retried_when_transient():
+        cluster = clickhouse.get_cluster(context)
     with retried_when_transient(), clickhouse.get_client(context) as client:
         todo = [r for r in store.requests_by_id(client, request_ids) if not r.reached(store.EVENTS_DELETED)]
         left = [still_in_events(client, request) for request in todo]
-        mutations = delete_events(client, left, settings.mutation_timeout_seconds, log_to(context))
+        mutations = delete_events(cluster, left, settings.mutation_timeout_seconds, log_to(context))
         for request in todo:
             store.write_status(client, request, status=store.EVENTS_DELETED, run_id=context.run.run_id)
     pause_for_tests("delete_requested_events", context)
@@ -378,9 +380,7 @@ def verify_and_complete(
             # must not let the request pass.
             planned = exported_files(destination, request.event_days, request.days_recomputed).files
             urls = {(file.dataset.name, file.day): url for file, url in rewritten}
-            mine = [
-                (file, urls.get((file.dataset.name, file.day), destination.url_of(file.path))) for file in planned
-            ]
+            mine = [(file, urls.get((file.dataset.name, file.day), destination.url_of(file.path))) for file in planned]
             for file, url in mine:
                 still = deleted_rows_in_file(destination, file, request)
                 if still:

@@ -30,7 +30,9 @@ SESSION_START_DAYS = f"""
 SELECT DISTINCT toDate(min(timestamp)) AS day
 FROM events
 WHERE team_id = {{team_id:Int64}}
-  AND `$session_id` IN (SELECT DISTINCT `$session_id` FROM events WHERE {MATCHES_REQUEST} AND `$session_id` != '')
+  -- GLOBAL: on a cluster the sessions are found once and sent to every shard (plain IN is refused there).
+  AND `$session_id` GLOBAL IN
+      (SELECT DISTINCT `$session_id` FROM events WHERE {MATCHES_REQUEST} AND `$session_id` != '')
 GROUP BY `$session_id`
 ORDER BY day
 """
