@@ -149,7 +149,8 @@ class ClickHouseCluster:
                 except Exception as error:
                     failures[host] = error
         if failures:
-            if any(is_transient(error) for error in failures.values()):
+            # A host the resource already waited for (connect_retry_seconds) is not retried again by the step.
+            if any(is_transient(e) and not isinstance(e, ClickHouseNotRetryableError) for e in failures.values()):
                 raise ClusterHostsError(what, failures, len(chosen))
             raise ClusterHostsNotRetryableError(what, failures, len(chosen))
         return results
