@@ -61,9 +61,10 @@ def test_exchange_rates_are_the_same_on_every_host_and_each_hosts_dictionary_con
     )
     assert result.success
     tables, answers = [], []
+    stored = "SELECT date, currency, rate, version FROM exchange_rate FINAL ORDER BY date, currency"
     for host in (0, 1):
         with clickhouse_cluster.on_host(host).get_client() as client:
-            tables.append(client.query_rows("SELECT date, currency, rate, version FROM exchange_rate FINAL ORDER BY 1, 2"))
+            tables.append(client.query_rows(stored))
             answers.append(client.command("SELECT dictGet('exchange_rate_dict', 'rate', 'EUR', toDate('2024-03-15'))"))
     assert len(tables[0]) > 30 and tables[0] == tables[1], "the same rows, one version, on both hosts"
     assert [Decimal(str(answer)) for answer in answers] == [Decimal("0.9181050312")] * 2  # 1 / 1.0892, by hand
