@@ -17,7 +17,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseClient, ClickHouseCluster, ClickHouseResource, JobOwners
+from dags.common import (
+    CLICKHOUSE_RETRY_POLICY,
+    ClickHouseClient,
+    ClickHouseCluster,
+    ClickHouseResource,
+    JobOwners,
+    quote_identifier,
+)
 
 DEMO_TEAM_IDS: tuple[int, ...] = (1, 2, 3)
 MIN_DEMO_EVENTS = 1
@@ -51,7 +58,7 @@ CREATE_SHARDED_EVENTS_TABLE = EVENTS_TABLE_DDL.format(table=SHARDED_EVENTS)
 
 # A person's events stay on one shard (sessions and bounces are computed within a shard's rows).
 CREATE_DISTRIBUTED_EVENTS_TABLE = """
-CREATE TABLE IF NOT EXISTS events AS sharded_events
+CREATE TABLE IF NOT EXISTS {database_identifier}.events AS {database_identifier}.sharded_events
 ENGINE = Distributed({cluster}, {database}, sharded_events, sipHash64(distinct_id))
 """
 
@@ -210,16 +217,23 @@ def create_events_tables(cluster: ClickHouseCluster) -> None:
         with cluster.resource.get_client(cluster.context, create_database=True) as client:
             create_events_table(client)
         return
-    database = cluster.resource.target.database or "default"
-    distributed = CREATE_DISTRIBUTED_EVENTS_TABLE.format(
-        cluster=quote_string(cluster.name or ""), database=quote_string(database)
-    )
+    distributed = distributed_events_statement(cluster.name or "", cluster.resource.target.database or "default")
 
     def create(client: ClickHouseClient) -> None:
         client.command(CREATE_SHARDED_EVENTS_TABLE)
         client.command(distributed)
 
     cluster.map_all_hosts(create, "Creating events and sharded_events")
+
+
+def distributed_events_statement(cluster_name: str, database: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS <database>.events``, Distributed over ``<database>.sharded_events`` of every
+    host of ``cluster_name`` (engine arguments cannot be bound: quoted here)."""
+    return CREATE_DISTRIBUTED_EVENTS_TABLE.format(
+        database_identifier=quote_identifier(database),
+        cluster=quote_string(cluster_name),
+        database=quote_string(database),
+    )
 
 
 def quote_string(text: str) -> str:

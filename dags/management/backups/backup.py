@@ -47,6 +47,32 @@ class BackupResult:
     bytes_with_base: int = 0  # the data it restores, base included (system.backups.total_size)
     files: int = 0
     duration_seconds: float = 0.0
+    # On a cluster: each shard's own backup, by shard number (this one then only sums them up).
+    shards: dict[int, BackupResult] = field(default_factory=dict)
+
+    @classmethod
+    def of_shards(cls, shards: dict[int, BackupResult], url: str) -> BackupResult:
+        """One backup of the whole cluster: every shard's, taken at the same time under the same name."""
+        first = shards[min(shards)]
+        kind = "full" if all(shard.kind == "full" for shard in shards.values()) else "incr"
+        return cls(
+            first.name, kind, first.base_name, first.database, url,
+            bytes=sum(shard.bytes for shard in shards.values()),
+            bytes_with_base=sum(shard.bytes_with_base for shard in shards.values()),
+            files=sum(shard.files for shard in shards.values()),
+            duration_seconds=round(sum(shard.duration_seconds for shard in shards.values()), 3),
+            shards=dict(shards),
+        )  # fmt: skip
+
+    def table_rows(self) -> dict[str, int]:
+        """Rows per table at backup time; on a cluster per shard and table (``shard_2_sharded_events``)."""
+        if not self.shards:
+            return {table: value.rows for table, value in self.tables.items()}
+        return {
+            f"shard_{number}_{table}": value.rows
+            for number, shard in sorted(self.shards.items())
+            for table, value in shard.tables.items()
+        }
 
 
 def existing_tables(client: ClickHouseClient, database: str, wanted: Sequence[str]) -> list[str]:

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from dagster import Config, Failure, OpExecutionContext, Output, op
 from pydantic import Field
 
-from dags.common import ClickHouseClient, ClickHouseError, ClickHouseResource, JobOwners
+from dags.common import ClickHouseClient, ClickHouseCluster, ClickHouseError, ClickHouseResource, JobOwners
+from dags.events import SHARDED_EVENTS
 from dags.management.backups.backup import TableFingerprint, fingerprint
 from dags.management.backups.follow import BackupOperationError, follow_operation, started_id
 from dags.management.backups.pool import BACKUP_POOL
+from dags.management.backups.shards import distributed_events_over, shard_storage, shard_tables
 from dags.management.backups.sql import CREATE_DATABASE, TABLE_EXISTS, restore_statement
 from dags.management.backups.storage import BackupStorage, BackupStorageError
 from dags.management.backups.swap import (
@@ -92,43 +94,84 @@ def restore_tables(
     return fingerprint(client, target_database, tables)
 
 
+def what_to_restore(storage: BackupStorage, backup_name: str, wanted: Sequence[str]) -> tuple[str, str, list[str]]:
+    """The backup (``latest``: the newest finished), its source database and the tables to restore from it."""
+    storage.check_access()
+    complete = [backup.name for backup in storage.list_backups() if backup.complete]
+    name = complete[-1] if backup_name == "latest" and complete else backup_name
+    if name not in complete:
+        raise RestoreRefused(f"No finished backup {name!r} in {storage.display()}")
+    in_backup = {table: database for database, table in storage.contents(name).tables}
+    tables = list(wanted) or sorted(in_backup)
+    unknown = sorted(set(tables) - set(in_backup))
+    if unknown:
+        raise RestoreRefused(f"Backup {name} has no table {', '.join(unknown)}; it has {', '.join(sorted(in_backup))}")
+    sources = {in_backup[table] for table in tables}
+    if len(sources) != 1:
+        raise RestoreRefused(f"Tables {', '.join(tables)} come from several databases; restore them one at a time")
+    return name, sources.pop(), tables
+
+
+def restore_shards(
+    context: OpExecutionContext,
+    cluster: ClickHouseCluster,
+    storage: BackupStorage,
+    config: RestoreConfig,
+    target: str,
+) -> tuple[str, dict[str, TableFingerprint]]:
+    """Put each shard's backup back on the shard's hosts (each host holding its own copy of ``sharded_events``);
+    a restore into a new database gets an ``events`` Distributed over the restored shards."""
+    storages = {shard: shard_storage(storage, shard) for shard in cluster.shards}
+    for shard_store in storages.values():
+        shard_store.check_access()
+    finished = [{backup.name for backup in s.list_backups() if backup.complete} for s in storages.values()]
+    on_every_shard = sorted(set.intersection(*finished))
+    name = on_every_shard[-1] if config.backup_name == "latest" and on_every_shard else config.backup_name
+    if name not in on_every_shard:
+        raise RestoreRefused(f"No backup {name!r} finished on every shard in {storage.display()}/shard-<n>")
+    wanted = shard_tables(config.tables)
+    in_any = {table for s in storages.values() for _, table in s.contents(name).tables}
+    unknown = sorted(set(wanted) - in_any)
+    if unknown:
+        raise RestoreRefused(f"Backup {name} has no table {', '.join(unknown)} on any shard; it has {sorted(in_any)}")
+    holding = cluster.hosts_with_own_copy(SHARDED_EVENTS)
+    restored: dict[str, TableFingerprint] = {}
+    for shard, shard_store in sorted(storages.items()):
+        in_backup = {table for _, table in shard_store.contents(name).tables}
+        tables = [table for table in wanted if table in in_backup] if wanted else sorted(in_backup)
+        _, source, tables = what_to_restore(shard_store, name, tables)
+        for host in [host for host in holding if host.shard == shard]:
+            say = lambda message, log=context.log.info, where=host: log(f"{where}: {message}")  # noqa: E731
+            warn = lambda message, log=context.log.warning, where=host: log(f"{where}: {message}")  # noqa: E731
+            with cluster.client(host) as client:
+                done = restore_tables(
+                    client, shard_store, name, source, tables, target, config.replace, say, warn, None,
+                    config.poll_interval_seconds,
+                )  # fmt: skip
+            restored.update({f"shard_{shard}_{table}": value for table, value in done.items()})
+    if any(key.endswith(f"_{SHARDED_EVENTS}") for key in restored):
+        cluster.map_hosts(holding, lambda client: client.command(distributed_events_over(cluster, target)), "events")
+    return name, restored
+
+
 @op(pool=BACKUP_POOL, tags=JobOwners.TEAM_PLATFORM.tags())
 def restore_clickhouse_backup(
     context: OpExecutionContext, config: RestoreConfig, clickhouse: ClickHouseResource, backup_storage: BackupStorage
 ) -> Output[dict]:
-    """Restore tables of a backup, by default every table into a new database ``restored_<time>``."""
+    """Restore tables of a backup, by default every table into a new database ``restored_<time>``; on a cluster,
+    each shard's backup on its own hosts."""
+    target = config.target_database or f"restored_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
     try:
-        backup_storage.check_access()
-        complete = [backup.name for backup in backup_storage.list_backups() if backup.complete]
-        name = complete[-1] if config.backup_name == "latest" and complete else config.backup_name
-        if name not in complete:
-            raise RestoreRefused(f"No finished backup {name!r} in {backup_storage.display()}")
-        contents = backup_storage.contents(name)
-        in_backup = {table: database for database, table in contents.tables}
-        tables = config.tables or sorted(in_backup)
-        unknown = sorted(set(tables) - set(in_backup))
-        if unknown:
-            raise RestoreRefused(
-                f"Backup {name} has no table {', '.join(unknown)}; it has {', '.join(sorted(in_backup))}"
-            )
-        sources = {in_backup[table] for table in tables}
-        if len(sources) != 1:
-            raise RestoreRefused(f"Tables {', '.join(tables)} come from several databases; restore them one at a time")
-        target = config.target_database or f"restored_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
-        with clickhouse.get_client(context) as client:
-            restored = restore_tables(
-                client,
-                backup_storage,
-                name,
-                sources.pop(),
-                tables,
-                target,
-                config.replace,
-                context.log.info,
-                context.log.warning,
-                clickhouse.cluster,
-                config.poll_interval_seconds,
-            )
+        cluster = clickhouse.get_cluster(context)
+        if cluster.is_cluster:
+            name, restored = restore_shards(context, cluster, backup_storage, config, target)
+        else:
+            name, source, tables = what_to_restore(backup_storage, config.backup_name, config.tables)
+            with clickhouse.get_client(context) as client:
+                restored = restore_tables(
+                    client, backup_storage, name, source, tables, target, config.replace, context.log.info,
+                    context.log.warning, None, config.poll_interval_seconds,
+                )  # fmt: skip
     except (RestoreRefused, SwapError, BackupOperationError, BackupStorageError, ClickHouseError) as error:
         raise Failure(description=backup_storage.scrub(str(error)), allow_retries=False) from None
     metadata = {
