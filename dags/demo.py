@@ -260,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
             outcomes += step_outcomes
 
     with open_clickhouse() as client:
+        # On a cluster `events` is Distributed (every shard's rows); `sharded_events` is this host's shard.
         tables = client.query_rows(
-            "SELECT name, formatReadableSize(total_bytes) AS size FROM system.tables "
-            "WHERE database = currentDatabase() AND engine LIKE '%MergeTree' ORDER BY name"
+            "SELECT name, if(engine = 'Distributed', 'every shard', formatReadableSize(total_bytes)) AS size "
+            "FROM system.tables WHERE database = currentDatabase() "
+            "AND (engine LIKE '%MergeTree' OR engine = 'Distributed') ORDER BY name"
         )
         # count(), not system.tables.total_rows: that still counts rows removed by a lightweight DELETE.
         for table in tables:
