@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetsDefinition, DagsterInstance, ExecuteInProcessResult
+from dagster import AssetKey, AssetsDefinition, DagsterInstance, ExecuteInProcessResult
 
 from dags.common import ClickHouseResource
 from dags.exports.manifest import DATA_FILE
@@ -27,6 +27,7 @@ from dags.tests.test_data_deletion import (
     request_rows,
     run_deletion,
 )
+from dags.tests.test_data_deletion_changes import deletion_records
 
 PERSON_DAY = DAYS[1]
 FIRST, LAST = DAYS[0].isoformat(), DAYS[-1].isoformat()
@@ -208,6 +209,20 @@ def test_a_person_deletion_reaches_every_batch_export_of_their_team_and_the_audi
         [request] = request_rows(client)
     assert request["status"] == "done"
     assert set(expected_places) <= set(request["files_rewritten"])  # the audit record lists every copy
+    # Each rewritten interval is recorded on its batch export's partition, by this run.
+    held_hours = sorted(
+        f"{PERSON_DAY}-{path.split('hour=')[1][:2]}:00" for path in of_day(before["team_s3"], PERSON_DAY)
+    )
+    for name, partitions in (
+        ("team_folder", [PERSON_DAY.isoformat()]),
+        ("team_s3", held_hours),
+        ("team_gcs", [PERSON_DAY.isoformat()]),
+        ("team_pg", [PERSON_DAY.isoformat()]),
+    ):
+        recorded = deletion_records(dagster_instance, AssetKey(["batch_exports", name]))
+        assert sorted(recorded) == partitions, name
+        assert {entry["run_id"] for entry in recorded.values()} == {result.run_id}
+    assert deletion_records(dagster_instance, AssetKey(["batch_exports", "other_folder"])) == {}
 
 
 @pytest.mark.parametrize("content", [None, "exports: 3\n"], ids=["missing", "malformed"])

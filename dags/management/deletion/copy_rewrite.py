@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 
 from dags.common import ClickHouseResource
+from dags.exports.datasets import ExportWindow
 from dags.exports.destinations.postgres import PostgresTable
 from dags.exports.publish import export_day
 from dags.management.deletion.copies import BatchCopy, place_of
@@ -19,14 +20,15 @@ def rewrite_copy(
     days: Sequence[date],
     run_id: str,
     log: Callable[[str], None],
-) -> list[str]:
-    """Export each held interval of ``days`` again with the export's selection; returns the places written."""
+) -> list[tuple[ExportWindow, str]]:
+    """Export each held interval of ``days`` again with the export's selection; returns each interval written
+    and its place."""
     resource = copy.resource
     destination = resource.open()
     windows = copy.intervals(destination, days)
     if windows:  # a copy with nothing to rewrite is left alone (check_access may create a folder)
         destination.check_access()
-    written: list[str] = []
+    written: list[tuple[ExportWindow, str]] = []
     for window in windows:
         place = place_of(copy, destination, window)
         if isinstance(destination, PostgresTable):
@@ -47,5 +49,5 @@ def rewrite_copy(
                 copy.export.selection,
             )
             log(f"{copy.name} {window.label}: rewritten, {exported.rows:,} rows -> {place}")
-        written.append(place)
+        written.append((window, place))
     return written

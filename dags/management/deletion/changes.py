@@ -1,0 +1,80 @@
+"""What a deletion changed, recorded on the assets it changed: a materialization per asset and partition.
+
+A deletion rewrites pre-aggregate days and exported files outside those assets' own runs. Without a record
+the asset pages would go on showing the old materialization and its counts; with one, an auditor and a
+consumer see on the asset itself that the day changed, why, and which run changed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, timedelta
+
+from dagster import AssetKey, AssetMaterialization, MetadataValue, OpExecutionContext
+
+from dags.exports.datasets import ExportDataset, ExportWindow
+
+REASON = "data deletion"
+
+
+def _materialization(
+    context: OpExecutionContext, key: AssetKey, partition: str, request_ids: Sequence[str], metadata: dict
+) -> AssetMaterialization:
+    return AssetMaterialization(
+        asset_key=key,
+        partition=partition,
+        description=f"Rewritten by a data deletion (run {context.run_id}): the deleted rows are gone from it.",
+        metadata={
+            "reason": REASON,
+            "deletion_run": MetadataValue.dagster_run(context.run_id),
+            "deletion_requests": MetadataValue.json(list(request_ids)),
+            **metadata,
+        },
+    )
+
+
+def record_recomputed_days(
+    context: OpExecutionContext, rows_by_table_and_day: dict[str, dict[str, int]], request_ids: Sequence[str]
+) -> None:
+    """One materialization per pre-aggregate table and recomputed day, with the day's rows now."""
+    for table, by_day in sorted(rows_by_table_and_day.items()):
+        for day, rows in sorted(by_day.items()):
+            metadata = {"rows_recomputed": rows}  # the recomputed teams' rows of the day
+            context.log_event(_materialization(context, AssetKey(table), day, request_ids, metadata))
+
+
+def export_asset_key(dataset: ExportDataset) -> AssetKey:
+    """The deployment export's asset of ``dataset`` (``events_export``, ``web_pre_aggregated_stats_export``)."""
+    return AssetKey(f"{dataset.name}_export")
+
+
+def record_rewritten_files(
+    context: OpExecutionContext, dataset: ExportDataset, files: Iterable[tuple[date, str]], request_ids: Sequence[str]
+) -> None:
+    """One materialization of the deployment export per rewritten day, naming the file."""
+    for day, url in files:
+        metadata = {"file": url}
+        context.log_event(_materialization(context, export_asset_key(dataset), day.isoformat(), request_ids, metadata))
+
+
+def batch_export_partitions_of(window: ExportWindow, hourly: bool) -> list[str]:
+    """The partition keys of a batch export that one rewritten interval covers (a day of an hourly export that a
+    Postgres table replaces whole covers its 24 hours)."""
+    if not hourly:
+        return [window.day.isoformat()]
+    hours = int((window.end - window.start) / timedelta(hours=1))
+    return [(window.start + timedelta(hours=hour)).strftime("%Y-%m-%d-%H:%M") for hour in range(hours)]
+
+
+def record_rewritten_intervals(
+    context: OpExecutionContext,
+    export_name: str,
+    hourly: bool,
+    places: Iterable[tuple[ExportWindow, str]],
+    request_ids: Sequence[str],
+) -> None:
+    """One materialization of the batch export per partition its rewritten intervals cover."""
+    key = AssetKey(["batch_exports", export_name])
+    for window, place in places:
+        for partition in batch_export_partitions_of(window, hourly):
+            context.log_event(_materialization(context, key, partition, request_ids, {"place": place}))
