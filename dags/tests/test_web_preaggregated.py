@@ -187,12 +187,20 @@ def staging_tables(ch: ClickHouseClient) -> list[str]:
     ]
 
 
-def metadata(result, asset_name: str) -> dict[str, Any]:
-    """The metadata of an asset's materialization (a multi-day run reports the same for each of its days)."""
+def metadata_by_day(result, asset_name: str) -> dict[str, dict[str, Any]]:
+    """The metadata of each partition the run materialized (each day reports its own figures)."""
     events = [event for event in result.get_asset_materialization_events() if event.asset_key == AssetKey(asset_name)]
-    reported = [{key: value.value for key, value in event.materialization.metadata.items()} for event in events]
-    assert reported and all(entry == reported[0] for entry in reported)
-    return reported[0]
+    reported = {
+        event.partition: {key: value.value for key, value in event.materialization.metadata.items()} for event in events
+    }
+    assert len(reported) == len(events)
+    return reported
+
+
+def metadata(result, asset_name: str) -> dict[str, Any]:
+    """The metadata of the asset's one materialization in a run of one day."""
+    [reported] = metadata_by_day(result, asset_name).values()
+    return reported
 
 
 # --- Tables ---------------------------------------------------------------------------------------------
@@ -308,21 +316,32 @@ def test_materialization_reports_rows_days_durations_and_passing_checks(
 ) -> None:
     result = run(clickhouse, dagster_instance, ("2024-03-15", "2024-03-16"))
 
-    stats = metadata(result, STATS_TABLE)
+    stats = metadata_by_day(result, STATS_TABLE)
     # Sessions A and B both saw /pricing at 10:00 but from different campaigns: two rows.
-    assert stats["rows_by_day"] == {"2024-03-15": 7, "2024-03-16": 1}
-    assert stats["rows_written"] == 8 and stats["dagster/row_count"] == 8
-    assert stats["days_covered"] == ["2024-03-15", "2024-03-16"] and stats["days_emptied"] == []
-    assert stats["insert_seconds"] > 0 and stats["replace_seconds"] > 0
-    bounces = metadata(result, BOUNCES_TABLE)
-    assert bounces["rows_by_day"] == {"2024-03-15": 5, "2024-03-16": 0}
-    assert bounces["days_emptied"] == ["2024-03-16"]  # F belongs to the 15th: nothing starts on the 16th
+    assert {day: entry["rows_by_day"] for day, entry in stats.items()} == {
+        "2024-03-15": {"2024-03-15": 7},
+        "2024-03-16": {"2024-03-16": 1},
+    }
+    assert [(entry["rows_written"], entry["dagster/row_count"]) for entry in stats.values()] == [(7, 7), (1, 1)]
+    assert [entry["days_covered"] for entry in stats.values()] == [["2024-03-15"], ["2024-03-16"]]
+    assert all(entry["days_emptied"] == [] and entry["table"] == STATS_TABLE for entry in stats.values())
+    assert all(entry["insert_seconds"] > 0 and entry["replace_seconds"] > 0 for entry in stats.values())
+    bounces = metadata_by_day(result, BOUNCES_TABLE)
+    assert [entry["rows_written"] for entry in bounces.values()] == [5, 0]
+    # F belongs to the 15th: nothing starts on the 16th
+    assert [entry["days_emptied"] for entry in bounces.values()] == [[], ["2024-03-16"]]
 
-    evaluations = {(e.asset_key.path[0], e.check_name): e for e in result.get_asset_check_evaluations()}
+    evaluations = {(e.asset_key.path[0], e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
     checks = (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
-    assert set(evaluations) == {(table, check) for table in (STATS_TABLE, BOUNCES_TABLE) for check in checks}
+    assert set(evaluations) == {
+        (table, check, day)
+        for table in (STATS_TABLE, BOUNCES_TABLE)
+        for check in checks
+        for day in ("2024-03-15", "2024-03-16")
+    }
     assert all(evaluation.passed for evaluation in evaluations.values())
-    assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS)].metadata["pageviews"].value == 10
+    assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS, "2024-03-15")].metadata["pageviews"].value == 9
+    assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS, "2024-03-16")].metadata["pageviews"].value == 1
     assert staging_tables(sessions) == []
 
 
@@ -426,8 +445,8 @@ def test_a_three_day_run_equals_three_one_day_runs(
 ) -> None:
     generate_demo_events(ch, start_date=datetime(2024, 3, 1).date(), days=3, events=3_000, seed=3)
     result = run(clickhouse, dagster_instance, ("2024-03-01", "2024-03-03"))
-    # One run, one computing query per table for the three days (its insert time is reported once for all).
-    assert list(metadata(result, STATS_TABLE)["rows_by_day"]) == ["2024-03-01", "2024-03-02", "2024-03-03"]
+    # One run, one computing query per table for the three days, each day recorded as its own partition.
+    assert list(metadata_by_day(result, STATS_TABLE)) == ["2024-03-01", "2024-03-02", "2024-03-03"]
     three_days = {table: snapshot(ch, table) for table in (STATS_TABLE, BOUNCES_TABLE)}
 
     for table in (STATS_TABLE, BOUNCES_TABLE):
