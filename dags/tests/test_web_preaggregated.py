@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     DagsterInstance,
     DagsterRunStatus,
@@ -21,12 +22,15 @@ from dagster import (
     build_sensor_context,
     materialize,
 )
+from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from dags.common import PROJECT_ROOT, ClickHouseClient, ClickHouseResource
 from dags.events import create_events_table, generate_demo_events
 from dags.locations.web_analytics import defs
+from dags.tests.conftest import partition_metadata
 from dags.web_analytics.assets import (
     JOB_NAME,
     WEB_ANALYTICS_POOL,
@@ -454,6 +458,65 @@ def test_a_three_day_run_equals_three_one_day_runs(
     for day in ("2024-03-01", "2024-03-02", "2024-03-03"):
         run(clickhouse, dagster_instance, day)
     assert {table: snapshot(ch, table) for table in (STATS_TABLE, BOUNCES_TABLE)} == three_days
+
+
+def test_a_backfill_run_records_each_day_with_its_own_rows_and_each_check_passed_on_each_day(
+    ch: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
+) -> None:
+    days = ["2024-03-01", "2024-03-02", "2024-03-03"]
+    for day, events, seed in zip(days, (600, 2_400, 1_200), (21, 22, 23), strict=True):
+        generate_demo_events(ch, start_date=datetime.fromisoformat(day).date(), days=1, events=events, seed=seed)
+
+    # One run over the three days, as a backfill launches it (from the UI or a job's partitions page).
+    assert run(clickhouse, dagster_instance, (days[0], days[-1])).success
+
+    pageviews = {
+        row["day"]: row["pageviews"]
+        for row in ch.query_rows(
+            "SELECT toString(toDate(timestamp)) AS day, count() AS pageviews FROM events "
+            "WHERE event = '$pageview' GROUP BY day"
+        )
+    }
+    assert len({pageviews[day] for day in days}) == 3  # a run total repeated on each day cannot pass
+    storage = dagster_instance.event_log_storage
+    for table in (STATS_TABLE, BOUNCES_TABLE):
+        key = AssetKey(table)
+        rows = {
+            row["day"]: row["rows"]
+            for row in ch.query_rows(
+                f"SELECT toString(toDate(period_bucket)) AS day, count() AS rows FROM {table} GROUP BY day"
+            )
+        }
+        assert len({rows[day] for day in days}) == 3
+        for day in days:
+            recorded = partition_metadata(dagster_instance, key, day)
+            assert recorded["rows_written"] == recorded["dagster/row_count"] == rows[day]
+            assert recorded["rows_by_day"] == {day: rows[day]} and recorded["days_covered"] == [day]
+
+        check_keys = [
+            AssetCheckKey(key, name)
+            for name in (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
+        ]
+        # What the UI shows per partition: each check's latest result on that day, for its latest materialization.
+        infos = {
+            (info.check_key.name, info.partition_key): info
+            for info in storage.get_asset_check_partition_info(check_keys)
+        }
+        assert set(infos) == {(check_key.name, day) for check_key in check_keys for day in days}
+        for info in infos.values():
+            assert info.latest_execution_status == AssetCheckExecutionRecordStatus.SUCCEEDED
+            assert info.latest_target_materialization_storage_id == info.latest_materialization_storage_id
+        for check_key in check_keys:
+            history = storage.get_asset_check_execution_history(check_key, limit=10)
+            assert sorted(record.partition for record in history) == days  # nothing unpartitioned, nothing skipped
+        for day in days:
+            [totals] = storage.get_asset_check_execution_history(
+                check_keys[0], limit=1, partition_filter=PartitionKeyFilter(key=day)
+            )
+            evaluation = totals.event.dagster_event.event_specific_data
+            assert evaluation.metadata["pageviews_in_events"].value == pageviews[day]
+            if table == STATS_TABLE:
+                assert evaluation.metadata["pageviews"].value == pageviews[day]
 
 
 def test_team_filter_replaces_only_those_teams_rows(
