@@ -519,6 +519,23 @@ def test_a_backfill_run_records_each_day_with_its_own_rows_and_each_check_passed
                 assert evaluation.metadata["pageviews"].value == pageviews[day]
 
 
+def test_a_backfill_run_of_one_day_records_its_checks_on_that_day(
+    sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
+) -> None:
+    # README's concurrency walk-through: a backfill with one partition per run tags each run with a range.
+    assert run(clickhouse, dagster_instance, ("2024-03-15", "2024-03-15")).success
+
+    check_keys = [
+        AssetCheckKey(AssetKey(table), name)
+        for table in (STATS_TABLE, BOUNCES_TABLE)
+        for name in (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
+    ]
+    storage = dagster_instance.event_log_storage
+    for check_key in check_keys:
+        [record] = storage.get_asset_check_execution_history(check_key, limit=10)
+        assert (record.partition, record.status) == ("2024-03-15", AssetCheckExecutionRecordStatus.SUCCEEDED)
+
+
 def test_team_filter_replaces_only_those_teams_rows(
     sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
 ) -> None:
