@@ -1,5 +1,5 @@
-"""One export run: every interval (day or hour) of its partition window, each on its own, with what happened
-as metadata."""
+"""One export run: every interval (day or hour) of its partition window, each on its own, with what it wrote
+as the metadata of its own partition."""
 
 import time
 from datetime import timedelta
@@ -93,36 +93,66 @@ def run_export(
 
     rows = sum(result.rows for result in done)
     seconds = time.monotonic() - started
-    metadata: dict[str, Any] = {
+    is_table = isinstance(destination, PostgresTable)
+    written = "tables_written" if is_table else "files_written"
+    common: dict[str, Any] = {
         "destination": destination.url,
-        "write_method": "copy" if isinstance(destination, PostgresTable) else export_destination.write_method,
-        f"{unit}s": len(windows),
-        "files": sum(isinstance(result, DayExport) for result in done),
-        "rows": rows,
-        "dagster/row_count": rows,
-        "bytes": sum(result.bytes for result in done),
-        "duration_seconds": round(seconds, 3),
-        "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0,
-        ("tables_written" if isinstance(destination, PostgresTable) else "files_written"): MetadataValue.json(
-            {
-                result.window.label: {
-                    "url": result.url,
-                    "rows": result.rows,
-                    "bytes": result.bytes,
-                    "seconds": round(result.seconds, 3),
-                }
-                for result in done
-            }
-        ),
+        "write_method": "copy" if is_table else export_destination.write_method,
     }
-    if isinstance(destination, PostgresTable):
-        for name in ("nul_bytes_stripped", "invalid_json_wrapped", "invalid_utf8_replaced"):
-            metadata[name] = sum(getattr(result.repairs, name) for result in done if isinstance(result, TableExport))
+    context.log.info(
+        f"{label}: {rows:,} rows, {sum(result.bytes for result in done):,} bytes, {len(done)} of {len(windows)} "
+        f"{unit}(s) in {seconds:.1f}s"
+    )
     if failed:
+        # The step fails and records no partition: the run's totals and each interval go on the failure.
+        run_totals: dict[str, Any] = {
+            **common,
+            f"{unit}s": len(windows),
+            "files": sum(isinstance(result, DayExport) for result in done),
+            "rows": rows,
+            "dagster/row_count": rows,
+            "bytes": sum(result.bytes for result in done),
+            "duration_seconds": round(seconds, 3),
+            "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0,
+            written: MetadataValue.json({result.window.label: interval_written(result) for result in done}),
+        }
+        if is_table:
+            for name in REPAIRS:
+                run_totals[name] = sum(
+                    getattr(result.repairs, name) for result in done if isinstance(result, TableExport)
+                )
         raise Failure(
             description=f"{label}: {len(failed)} of {len(windows)} {unit}(s) failed to export: "
             + "; ".join(f"{day}: {message}" for day, message in failed.items()),
-            metadata={**metadata, "failed_days": MetadataValue.json(failed)},
+            metadata={**run_totals, "failed_days": MetadataValue.json(failed)},
             allow_retries=retry_may_help,
         )
-    return MaterializeResult(metadata=metadata)
+    # Each interval is its own partition: its materialization carries what that interval's export wrote.
+    for partition_key, result in zip(context.partition_keys, done, strict=True):
+        context.add_asset_metadata(interval_metadata(result, unit, written), partition_key=partition_key)
+    return MaterializeResult(metadata=common)
+
+
+REPAIRS = ("nul_bytes_stripped", "invalid_json_wrapped", "invalid_utf8_replaced")
+
+
+def interval_written(result: DayExport | TableExport) -> dict[str, Any]:
+    return {"url": result.url, "rows": result.rows, "bytes": result.bytes, "seconds": round(result.seconds, 3)}
+
+
+def interval_metadata(result: DayExport | TableExport, unit: str, written: str) -> dict[str, Any]:
+    """What one interval's export wrote, for its own partition's materialization."""
+    metadata: dict[str, Any] = {
+        f"{unit}s": 1,
+        "files": int(isinstance(result, DayExport)),
+        "rows": result.rows,
+        "dagster/row_count": result.rows,
+        "bytes": result.bytes,
+        "duration_seconds": round(result.seconds, 3),
+        "rows_per_second": round(result.rows / result.seconds, 1) if result.seconds > 0 else 0.0,
+        written: MetadataValue.json({result.window.label: interval_written(result)}),
+    }
+    if isinstance(result, TableExport):
+        for name in REPAIRS:
+            metadata[name] = getattr(result.repairs, name)
+    return metadata

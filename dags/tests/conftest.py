@@ -31,7 +31,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
+from dagster._core.storage.event_log.base import AssetRecordsFilter
 
 from dags.clickhouse.local_server import LocalServer
 from dags.common import ClickHouseClient, ClickHouseResource
@@ -66,6 +67,15 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
             pass
         time.sleep(interval)
     raise TimeoutError(f"Timed out after {timeout:.0f}s waiting for {what}")
+
+
+def partition_metadata(instance: DagsterInstance, key: AssetKey, partition: str) -> dict[str, Any]:
+    """The metadata of a partition's latest materialization, read from the instance as the UI reads it."""
+    [record] = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    assert record.partition_key == partition
+    return {name: value.value for name, value in record.asset_materialization.metadata.items()}
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:

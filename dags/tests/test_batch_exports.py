@@ -21,11 +21,11 @@ from dagster._serdes import serialize_value
 
 from dags.common import ClickHouseResource
 from dags.events import generate_demo_events
-from dags.exports.batch_assets import BatchExportDefinitions, build_batch_exports
+from dags.exports.batch_assets import BatchExportDefinitions, batch_export_key, build_batch_exports
 from dags.exports.datasets import DATASETS, ExportWindow
 from dags.exports.declarations import BatchExportsFileError
 from dags.exports.manifest import DATA_FILE, MANIFEST_FILE
-from dags.tests.conftest import GCSServer, PostgresServer, S3Server, free_port, wait_until
+from dags.tests.conftest import GCSServer, PostgresServer, S3Server, free_port, partition_metadata, wait_until
 from dags.web_analytics.schema import create_web_preaggregated_tables
 
 pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
@@ -207,12 +207,13 @@ def test_an_hourly_export_writes_one_folder_per_hour_with_that_hours_rows(
         assert (manifest["date"], manifest["hour"], manifest["rows"]) == (DAY.isoformat(), hour, table.num_rows)
         total += table.num_rows
     assert total > 0
-    metadata = result.asset_materializations_for_node("batch_exports__hourly_views")[-1].metadata
-    assert metadata["rows"].value == total and metadata["hours"].value == 3
-    per_hour = metadata["files_written"].value
-    assert sorted(per_hour) == [f"{DAY}T{hour}:00" for hour in (10, 11, 12)]
-    assert sum(interval["rows"] for interval in per_hour.values()) == total
-    assert all(interval["bytes"] > 0 for interval in per_hour.values())
+    # Each hour is its own partition, recorded with that hour's own figures.
+    for hour in (10, 11, 12):
+        window = ExportWindow.of_hour(datetime(DAY.year, DAY.month, DAY.day, hour, tzinfo=UTC))
+        recorded = partition_metadata(dagster_instance, batch_export_key("hourly_views"), f"{DAY}-{hour}:00")
+        assert recorded["rows"] == len(source_rows(clickhouse, window, 1, list(SOURCE_COLUMNS)))
+        assert (recorded["hours"], recorded["files"]) == (1, 1) and recorded["bytes"] > 0
+        assert list(recorded["files_written"]) == [f"{DAY}T{hour}:00"]
 
 
 def s3_credentials(monkeypatch: pytest.MonkeyPatch, server: S3Server, secret: str | None = None) -> dict[str, str]:
@@ -226,6 +227,27 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch, server: S3Server, secret: st
         "AWS_SECRET_ACCESS_KEY": "ACME_AWS_SECRET",
         "AWS_ENDPOINT_URL": "ACME_S3_ENDPOINT",
     }
+
+
+def test_each_day_of_a_backfill_run_records_that_days_own_rows(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    days = [DAY + timedelta(days=offset) for offset in range(3)]
+    for day, events, seed in zip(days, (900, 2_700, 1_800), (7, 8, 9), strict=True):
+        load_events(clickhouse, day, events, seed=seed)
+    root = tmp_path / "acme"
+    assets = declare(tmp_path, monkeypatch, entry("acme_days", 1, root.as_uri()))
+
+    result = run(assets["acme_days"], clickhouse, dagster_instance, first=str(days[0]), last=str(days[-1]))
+    assert result.success, failure_message(result)
+
+    expected = [len(source_rows(clickhouse, ExportWindow.of_day(day), 1, list(SOURCE_COLUMNS))) for day in days]
+    assert len(set(expected)) == 3  # a run total repeated on each day cannot pass
+    for day, rows in zip(days, expected, strict=True):
+        recorded = partition_metadata(dagster_instance, batch_export_key("acme_days"), day.isoformat())
+        assert recorded["rows"] == recorded["dagster/row_count"] == rows
+        assert rows == read_folder_file(root, f"events/date={day}").num_rows
+        assert (recorded["days"], recorded["files"]) == (1, 1) and list(recorded["files_written"]) == [str(day)]
 
 
 @pytest.mark.every_engine

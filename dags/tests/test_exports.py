@@ -28,7 +28,7 @@ from dags.exports.assets import events_export, web_pre_aggregated_bounces_export
 from dags.exports.manifest import DATA_FILE, MANIFEST_FILE
 from dags.exports.parquet import write_parquet
 from dags.exports.resource import ExportDestination, export_destination_from_env, parse_destination_url
-from dags.tests.conftest import GCSServer, S3Server, wait_until
+from dags.tests.conftest import GCSServer, S3Server, partition_metadata, wait_until
 from dags.web_analytics.assets import web_pre_aggregated_bounces, web_pre_aggregated_stats
 
 pytestmark = pytest.mark.end_to_end  # see conftest: embedded only unless every_engine
@@ -240,6 +240,29 @@ def test_a_backfill_range_writes_one_folder_per_day_including_empty_days(
     assert empty.schema == read_parquet(files[f"events/date={days[0]}/{DATA_FILE}"]).schema
     for day in days:
         assert_manifest_matches(files, f"events/date={day}")
+
+
+def test_each_day_of_a_backfill_run_records_its_own_rows_bytes_and_file(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    days = [DAY + timedelta(days=offset) for offset in range(3)]
+    load_events(clickhouse, days[0], 1_000, seed=5)
+    load_events(clickhouse, days[1], 3_000, seed=6)  # the third day has no events
+    bucket = local_bucket(tmp_path / "exports")
+
+    result = export(clickhouse, bucket.resource, dagster_instance, days[0], days[-1])
+    assert result.success, failure_message(result)
+
+    files = bucket.list_files()
+    expected_rows = [len(source_rows(clickhouse, day)) for day in days]
+    assert len(set(expected_rows)) == 3 and expected_rows[2] == 0  # a run total repeated on each day cannot pass
+    for day, rows in zip(days, expected_rows, strict=True):
+        recorded = partition_metadata(dagster_instance, events_export.key, day.isoformat())
+        content = files[f"events/date={day}/{DATA_FILE}"]
+        assert recorded["rows"] == recorded["dagster/row_count"] == read_parquet(content).num_rows == rows
+        assert (recorded["days"], recorded["files"], recorded["bytes"]) == (1, 1, len(content))
+        assert list(recorded["files_written"]) == [day.isoformat()] and recorded["duration_seconds"] > 0
+        assert recorded["destination"] == bucket.url
 
 
 def test_one_failing_day_does_not_stop_the_others(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     DagsterInstance,
     DagsterRunStatus,
@@ -21,12 +22,15 @@ from dagster import (
     build_sensor_context,
     materialize,
 )
+from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from dags.common import PROJECT_ROOT, ClickHouseClient, ClickHouseResource
 from dags.events import create_events_table, generate_demo_events
 from dags.locations.web_analytics import defs
+from dags.tests.conftest import partition_metadata
 from dags.web_analytics.assets import (
     JOB_NAME,
     WEB_ANALYTICS_POOL,
@@ -187,12 +191,20 @@ def staging_tables(ch: ClickHouseClient) -> list[str]:
     ]
 
 
-def metadata(result, asset_name: str) -> dict[str, Any]:
-    """The metadata of an asset's materialization (a multi-day run reports the same for each of its days)."""
+def metadata_by_day(result, asset_name: str) -> dict[str, dict[str, Any]]:
+    """The metadata of each partition the run materialized (each day reports its own figures)."""
     events = [event for event in result.get_asset_materialization_events() if event.asset_key == AssetKey(asset_name)]
-    reported = [{key: value.value for key, value in event.materialization.metadata.items()} for event in events]
-    assert reported and all(entry == reported[0] for entry in reported)
-    return reported[0]
+    reported = {
+        event.partition: {key: value.value for key, value in event.materialization.metadata.items()} for event in events
+    }
+    assert len(reported) == len(events)
+    return reported
+
+
+def metadata(result, asset_name: str) -> dict[str, Any]:
+    """The metadata of the asset's one materialization in a run of one day."""
+    [reported] = metadata_by_day(result, asset_name).values()
+    return reported
 
 
 # --- Tables ---------------------------------------------------------------------------------------------
@@ -308,21 +320,32 @@ def test_materialization_reports_rows_days_durations_and_passing_checks(
 ) -> None:
     result = run(clickhouse, dagster_instance, ("2024-03-15", "2024-03-16"))
 
-    stats = metadata(result, STATS_TABLE)
+    stats = metadata_by_day(result, STATS_TABLE)
     # Sessions A and B both saw /pricing at 10:00 but from different campaigns: two rows.
-    assert stats["rows_by_day"] == {"2024-03-15": 7, "2024-03-16": 1}
-    assert stats["rows_written"] == 8 and stats["dagster/row_count"] == 8
-    assert stats["days_covered"] == ["2024-03-15", "2024-03-16"] and stats["days_emptied"] == []
-    assert stats["insert_seconds"] > 0 and stats["replace_seconds"] > 0
-    bounces = metadata(result, BOUNCES_TABLE)
-    assert bounces["rows_by_day"] == {"2024-03-15": 5, "2024-03-16": 0}
-    assert bounces["days_emptied"] == ["2024-03-16"]  # F belongs to the 15th: nothing starts on the 16th
+    assert {day: entry["rows_by_day"] for day, entry in stats.items()} == {
+        "2024-03-15": {"2024-03-15": 7},
+        "2024-03-16": {"2024-03-16": 1},
+    }
+    assert [(entry["rows_written"], entry["dagster/row_count"]) for entry in stats.values()] == [(7, 7), (1, 1)]
+    assert [entry["days_covered"] for entry in stats.values()] == [["2024-03-15"], ["2024-03-16"]]
+    assert all(entry["days_emptied"] == [] and entry["table"] == STATS_TABLE for entry in stats.values())
+    assert all(entry["insert_seconds"] > 0 and entry["replace_seconds"] > 0 for entry in stats.values())
+    bounces = metadata_by_day(result, BOUNCES_TABLE)
+    assert [entry["rows_written"] for entry in bounces.values()] == [5, 0]
+    # F belongs to the 15th: nothing starts on the 16th
+    assert [entry["days_emptied"] for entry in bounces.values()] == [[], ["2024-03-16"]]
 
-    evaluations = {(e.asset_key.path[0], e.check_name): e for e in result.get_asset_check_evaluations()}
+    evaluations = {(e.asset_key.path[0], e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
     checks = (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
-    assert set(evaluations) == {(table, check) for table in (STATS_TABLE, BOUNCES_TABLE) for check in checks}
+    assert set(evaluations) == {
+        (table, check, day)
+        for table in (STATS_TABLE, BOUNCES_TABLE)
+        for check in checks
+        for day in ("2024-03-15", "2024-03-16")
+    }
     assert all(evaluation.passed for evaluation in evaluations.values())
-    assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS)].metadata["pageviews"].value == 10
+    assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS, "2024-03-15")].metadata["pageviews"].value == 9
+    assert evaluations[(STATS_TABLE, CHECK_TOTALS_MATCH_EVENTS, "2024-03-16")].metadata["pageviews"].value == 1
     assert staging_tables(sessions) == []
 
 
@@ -426,8 +449,8 @@ def test_a_three_day_run_equals_three_one_day_runs(
 ) -> None:
     generate_demo_events(ch, start_date=datetime(2024, 3, 1).date(), days=3, events=3_000, seed=3)
     result = run(clickhouse, dagster_instance, ("2024-03-01", "2024-03-03"))
-    # One run, one computing query per table for the three days (its insert time is reported once for all).
-    assert list(metadata(result, STATS_TABLE)["rows_by_day"]) == ["2024-03-01", "2024-03-02", "2024-03-03"]
+    # One run, one computing query per table for the three days, each day recorded as its own partition.
+    assert list(metadata_by_day(result, STATS_TABLE)) == ["2024-03-01", "2024-03-02", "2024-03-03"]
     three_days = {table: snapshot(ch, table) for table in (STATS_TABLE, BOUNCES_TABLE)}
 
     for table in (STATS_TABLE, BOUNCES_TABLE):
@@ -435,6 +458,82 @@ def test_a_three_day_run_equals_three_one_day_runs(
     for day in ("2024-03-01", "2024-03-02", "2024-03-03"):
         run(clickhouse, dagster_instance, day)
     assert {table: snapshot(ch, table) for table in (STATS_TABLE, BOUNCES_TABLE)} == three_days
+
+
+def test_a_backfill_run_records_each_day_with_its_own_rows_and_each_check_passed_on_each_day(
+    ch: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
+) -> None:
+    days = ["2024-03-01", "2024-03-02", "2024-03-03"]
+    for day, events, seed in zip(days, (600, 2_400, 1_200), (21, 22, 23), strict=True):
+        generate_demo_events(ch, start_date=datetime.fromisoformat(day).date(), days=1, events=events, seed=seed)
+
+    # One run over the three days, as a backfill launches it (from the UI or a job's partitions page).
+    assert run(clickhouse, dagster_instance, (days[0], days[-1])).success
+
+    pageviews = {
+        row["day"]: row["pageviews"]
+        for row in ch.query_rows(
+            "SELECT toString(toDate(timestamp)) AS day, count() AS pageviews FROM events "
+            "WHERE event = '$pageview' GROUP BY day"
+        )
+    }
+    assert len({pageviews[day] for day in days}) == 3  # a run total repeated on each day cannot pass
+    storage = dagster_instance.event_log_storage
+    for table in (STATS_TABLE, BOUNCES_TABLE):
+        key = AssetKey(table)
+        rows = {
+            row["day"]: row["rows"]
+            for row in ch.query_rows(
+                f"SELECT toString(toDate(period_bucket)) AS day, count() AS rows FROM {table} GROUP BY day"
+            )
+        }
+        assert len({rows[day] for day in days}) == 3
+        for day in days:
+            recorded = partition_metadata(dagster_instance, key, day)
+            assert recorded["rows_written"] == recorded["dagster/row_count"] == rows[day]
+            assert recorded["rows_by_day"] == {day: rows[day]} and recorded["days_covered"] == [day]
+
+        check_keys = [
+            AssetCheckKey(key, name)
+            for name in (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
+        ]
+        # What the UI shows per partition: each check's latest result on that day, for its latest materialization.
+        infos = {
+            (info.check_key.name, info.partition_key): info
+            for info in storage.get_asset_check_partition_info(check_keys)
+        }
+        assert set(infos) == {(check_key.name, day) for check_key in check_keys for day in days}
+        for info in infos.values():
+            assert info.latest_execution_status == AssetCheckExecutionRecordStatus.SUCCEEDED
+            assert info.latest_target_materialization_storage_id == info.latest_materialization_storage_id
+        for check_key in check_keys:
+            history = storage.get_asset_check_execution_history(check_key, limit=10)
+            assert sorted(record.partition for record in history) == days  # nothing unpartitioned, nothing skipped
+        for day in days:
+            [totals] = storage.get_asset_check_execution_history(
+                check_keys[0], limit=1, partition_filter=PartitionKeyFilter(key=day)
+            )
+            evaluation = totals.event.dagster_event.event_specific_data
+            assert evaluation.metadata["pageviews_in_events"].value == pageviews[day]
+            if table == STATS_TABLE:
+                assert evaluation.metadata["pageviews"].value == pageviews[day]
+
+
+def test_a_backfill_run_of_one_day_records_its_checks_on_that_day(
+    sessions: ClickHouseClient, clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
+) -> None:
+    # README's concurrency walk-through: a backfill with one partition per run tags each run with a range.
+    assert run(clickhouse, dagster_instance, ("2024-03-15", "2024-03-15")).success
+
+    check_keys = [
+        AssetCheckKey(AssetKey(table), name)
+        for table in (STATS_TABLE, BOUNCES_TABLE)
+        for name in (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)
+    ]
+    storage = dagster_instance.event_log_storage
+    for check_key in check_keys:
+        [record] = storage.get_asset_check_execution_history(check_key, limit=10)
+        assert (record.partition, record.status) == ("2024-03-15", AssetCheckExecutionRecordStatus.SUCCEEDED)
 
 
 def test_team_filter_replaces_only_those_teams_rows(

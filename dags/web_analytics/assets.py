@@ -8,22 +8,30 @@ one run that touches these tables runs at a time (the ``web_analytics`` pool, li
 """
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
     DailyPartitionsDefinition,
     MaterializeResult,
+    Output,
     asset,
     define_asset_job,
 )
 
 from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseResource, JobOwners
-from dags.web_analytics.checks import check_events_left_out, check_specs, check_totals
+from dags.web_analytics.checks import (
+    check_events_left_out_by_day,
+    check_specs,
+    check_totals_by_day,
+    partition_check_events,
+)
 from dags.web_analytics.config import WebPreaggregatedConfig, config_error, validate_config
-from dags.web_analytics.refresh import MAX_RUNTIME_SECONDS, days_of, drop_stale_staging_tables, refresh_window
+from dags.web_analytics.refresh import MAX_RUNTIME_SECONDS, drop_stale_staging_tables, refresh_window
 from dags.web_analytics.schema import BOUNCES_TABLE, STATS_TABLE
 from dags.web_analytics.settings import load_web_analytics_settings
 from dags.web_analytics.sql import BOUNCES, STATS, TABLE_ROWS_IN_WINDOW, PreAggregate
@@ -55,12 +63,19 @@ def configs_in_run(context: AssetExecutionContext, config: WebPreaggregatedConfi
     return [config, *others]
 
 
+def shares_of(rows_by_day: dict[str, int]) -> dict[str, float]:
+    """Each day's part of a statement run once for the window: its part of the rows (even when none)."""
+    total = sum(rows_by_day.values())
+    return {day: (rows / total if total else 1 / len(rows_by_day)) for day, rows in rows_by_day.items()}
+
+
 def materialize_window(
     context: AssetExecutionContext,
     config: WebPreaggregatedConfig,
     clickhouse: ClickHouseResource,
     pre_aggregate: PreAggregate,
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | Output | AssetCheckEvaluation]:
+    """Recompute the run's days, then record each day as its own partition: its own figures, its own checks."""
     window = context.partition_time_window
     first_day, end_day = window.start.date(), window.end.date()
     team_ids = sorted(set(config.team_ids)) if config.team_ids else None
@@ -83,36 +98,44 @@ def materialize_window(
             extra_settings=config.extra_clickhouse_settings,
         )
         started = time.monotonic()
-        totals, no_empty_days = check_totals(
-            client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids
-        )
-        left_out = check_events_left_out(client, first_day=first_day, end_day=end_day, team_ids=team_ids)
+        totals = check_totals_by_day(client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids)
+        left_out = check_events_left_out_by_day(client, first_day=first_day, end_day=end_day, team_ids=team_ids)
         check_seconds = time.monotonic() - started
-        table_rows = client.command(
-            TABLE_ROWS_IN_WINDOW, {"table": pre_aggregate.table, "first_day": first_day, "end_day": end_day}
-        )
-    days = [day.isoformat() for day in days_of(first_day, end_day)]
+        table_rows = {
+            row["day"]: int(row["rows"])
+            for row in client.query_rows(
+                TABLE_ROWS_IN_WINDOW, {"table": pre_aggregate.table, "first_day": first_day, "end_day": end_day}
+            )
+        }
+    rows_by_day: dict[str, int] = refreshed["rows_by_day"]
+    days = list(rows_by_day)
     context.log.info(
         f"{pre_aggregate.table}: {refreshed['rows_written']} rows for {days[0]}..{days[-1]} "
-        f"in {refreshed['insert_seconds']}s, partitions swapped in {refreshed['replace_seconds']}s"
+        f"in {refreshed['insert_seconds']}s, partitions swapped in {refreshed['replace_seconds']}s, "
+        f"checked in {check_seconds:.3f}s"
     )
-    return MaterializeResult(
-        metadata={
-            "table": pre_aggregate.table,
-            "rows_written": refreshed["rows_written"],
-            "rows_by_day": refreshed["rows_by_day"],
-            "dagster/row_count": int(table_rows),
-            "days_covered": days,
-            "days_emptied": refreshed["days_emptied"],
-            "teams": team_ids or "all",
-            "insert_seconds": refreshed["insert_seconds"],
-            "replace_seconds": refreshed["replace_seconds"],
-            "check_seconds": round(check_seconds, 3),
-            "stale_staging_tables_dropped": stale,
-            "pageviews_left_out_negative_team_id": int(left_out.metadata["negative_team_id"].value),
-        },
-        check_results=[totals, no_empty_days, left_out],
+    # One INSERT and one set of check queries serve the whole window: each day carries its share of their
+    # time, so a day's figures add up to the run's and never repeat them.
+    shares = shares_of(rows_by_day)
+    for day, rows in rows_by_day.items():
+        context.add_asset_metadata(
+            {
+                "rows_written": rows,
+                "rows_by_day": {day: rows},
+                "dagster/row_count": table_rows.get(day, 0),
+                "days_covered": [day],
+                "days_emptied": [day] if day in refreshed["days_emptied"] else [],
+                "insert_seconds": round(refreshed["insert_seconds"] * shares[day], 3),
+                "replace_seconds": refreshed["replace_seconds_by_day"][day],
+                "check_seconds": round(check_seconds * shares[day], 3),
+                "pageviews_left_out_negative_team_id": int(left_out[day].metadata["negative_team_id"].value),
+            },
+            partition_key=day,
+        )
+    yield MaterializeResult(
+        metadata={"table": pre_aggregate.table, "teams": team_ids or "all", "stale_staging_tables_dropped": stale}
     )
+    yield from partition_check_events(context, {day: [*totals[day], left_out[day]] for day in days})
 
 
 ASSET_OPTIONS: dict[str, Any] = {
@@ -129,26 +152,26 @@ ASSET_OPTIONS: dict[str, Any] = {
 @asset(check_specs=check_specs(STATS_TABLE, WEB_ANALYTICS_DAILY_PARTITIONS), **ASSET_OPTIONS)
 def web_pre_aggregated_stats(
     context: AssetExecutionContext, config: WebPreaggregatedConfig, clickhouse: ClickHouseResource
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | Output | AssetCheckEvaluation]:
     """Pageviews, unique sessions and unique persons per team, hour, pathname and visitor dimensions.
 
     The dashboards' traffic and paths panels read this instead of raw events. Partitions: one per day
     (``YYYY-MM-DD``, UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
     """
-    return materialize_window(context, config, clickhouse, STATS)
+    yield from materialize_window(context, config, clickhouse, STATS)
 
 
 @asset(check_specs=check_specs(BOUNCES_TABLE, WEB_ANALYTICS_DAILY_PARTITIONS), **ASSET_OPTIONS)
 def web_pre_aggregated_bounces(
     context: AssetExecutionContext, config: WebPreaggregatedConfig, clickhouse: ClickHouseResource
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult | Output | AssetCheckEvaluation]:
     """Sessions per team, hour of their first event, entry and end pathname and visitor dimensions.
 
     With bounces (one pageview, no autocapture, under 10 seconds), total duration and session count,
     for the dashboards' bounce rate and session duration panels. Partitions: one per day (``YYYY-MM-DD``,
     UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
     """
-    return materialize_window(context, config, clickhouse, BOUNCES)
+    yield from materialize_window(context, config, clickhouse, BOUNCES)
 
 
 WEB_ANALYTICS_ASSETS = [web_pre_aggregated_stats, web_pre_aggregated_bounces]

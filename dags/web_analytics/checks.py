@@ -1,13 +1,30 @@
-"""The pre-aggregates' checks: their totals per team and day equal those computed from ``events``."""
+"""The pre-aggregates' checks: their totals per team and day equal those computed from ``events``.
 
-from collections.abc import Sequence
+Each check is evaluated for each day a run computed, from one query per check over the run's window grouped
+by day, and recorded on that day's partition: a backfill run of many days records the same per-day results
+as runs of one day each.
+"""
+
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, PartitionsDefinition
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Output,
+    PartitionsDefinition,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.storage.event_log.base import AssetRecordsFilter
 
 from dags.common import ClickHouseClient
-from dags.web_analytics.refresh import window_parameters
+from dags.web_analytics.refresh import days_of, window_parameters
 from dags.web_analytics.sql import EVENTS_NOT_FULLY_COUNTED, TABLE_TOTALS, PreAggregate
 
 CHECK_TOTALS_MATCH_EVENTS = "totals_match_events"
@@ -16,8 +33,7 @@ CHECK_NO_EVENTS_LEFT_OUT = "no_events_left_out"
 
 
 def check_specs(asset_name: str, partitions_def: PartitionsDefinition) -> list[AssetCheckSpec]:
-    """The checks run after each materialization, recorded per partition (a multi-day run records one
-    evaluation for its whole window, listing the days in its metadata)."""
+    """The checks run after each materialization, one evaluation per check and day computed."""
     return [
         AssetCheckSpec(
             CHECK_TOTALS_MATCH_EVENTS,
@@ -41,23 +57,11 @@ def check_specs(asset_name: str, partitions_def: PartitionsDefinition) -> list[A
     ]
 
 
-def check_totals(
-    client: ClickHouseClient,
-    pre_aggregate: PreAggregate,
-    *,
-    first_day: date,
-    end_day: date,
-    team_ids: Sequence[int] | None = None,
-) -> tuple[AssetCheckResult, AssetCheckResult]:
-    """Compare the pre-aggregate's pageviews and sessions per team and day with ``events`` itself."""
-    params = window_parameters(first_day, end_day, team_ids)
-    table_rows = client.query_rows(TABLE_TOTALS, {**params, "table": pre_aggregate.table})
-    event_rows = client.query_rows(pre_aggregate.totals_from_events_sql, params)
+TeamDayTotals = dict[tuple[int, str], tuple[int, int]]
 
-    def by_team_day(rows: list[dict[str, Any]]) -> dict[tuple[int, str], tuple[int, int]]:
-        return {(row["team_id"], str(row["day"])): (row["pageviews"], row["sessions"]) for row in rows}
 
-    table, events = by_team_day(table_rows), by_team_day(event_rows)
+def totals_results(table: TeamDayTotals, events: TeamDayTotals) -> tuple[AssetCheckResult, AssetCheckResult]:
+    """The two totals checks over these team-days: the pre-aggregate's (pageviews, sessions) against events'."""
     mismatches = [
         {
             "team_id": team,
@@ -95,19 +99,122 @@ def check_totals(
     return totals, no_empty_days
 
 
-def check_events_left_out(
+def team_day_totals(
+    client: ClickHouseClient,
+    pre_aggregate: PreAggregate,
+    *,
+    first_day: date,
+    end_day: date,
+    team_ids: Sequence[int] | None = None,
+) -> tuple[TeamDayTotals, TeamDayTotals]:
+    """(pageviews, sessions) per team and day of the window: in the pre-aggregate, and from ``events``."""
+    params = window_parameters(first_day, end_day, team_ids)
+    table_rows = client.query_rows(TABLE_TOTALS, {**params, "table": pre_aggregate.table})
+    event_rows = client.query_rows(pre_aggregate.totals_from_events_sql, params)
+
+    def by_team_day(rows: list[dict[str, Any]]) -> TeamDayTotals:
+        return {(row["team_id"], str(row["day"])): (row["pageviews"], row["sessions"]) for row in rows}
+
+    return by_team_day(table_rows), by_team_day(event_rows)
+
+
+def check_totals(
+    client: ClickHouseClient,
+    pre_aggregate: PreAggregate,
+    *,
+    first_day: date,
+    end_day: date,
+    team_ids: Sequence[int] | None = None,
+) -> tuple[AssetCheckResult, AssetCheckResult]:
+    """Compare the pre-aggregate's pageviews and sessions per team and day with ``events`` itself, over the
+    whole window at once."""
+    table, events = team_day_totals(client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids)
+    return totals_results(table, events)
+
+
+def check_totals_by_day(
+    client: ClickHouseClient,
+    pre_aggregate: PreAggregate,
+    *,
+    first_day: date,
+    end_day: date,
+    team_ids: Sequence[int] | None = None,
+) -> dict[str, tuple[AssetCheckResult, AssetCheckResult]]:
+    """``check_totals`` for each day of the window on its own (the same two queries, split by day)."""
+    table, events = team_day_totals(client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids)
+
+    def of_day(totals: TeamDayTotals, day: str) -> TeamDayTotals:
+        return {key: value for key, value in totals.items() if key[1] == day}
+
+    days = [day.isoformat() for day in days_of(first_day, end_day)]
+    return {day: totals_results(of_day(table, day), of_day(events, day)) for day in days}
+
+
+def check_events_left_out_by_day(
     client: ClickHouseClient, *, first_day: date, end_day: date, team_ids: Sequence[int] | None = None
-) -> AssetCheckResult:
-    """Warn about the window's pageviews that the pre-aggregates leave out or read without properties."""
-    counts = client.query_rows(EVENTS_NOT_FULLY_COUNTED, window_parameters(first_day, end_day, team_ids))[0]
-    found = {reason: int(count) for reason, count in counts.items() if count}
-    return AssetCheckResult(
-        check_name=CHECK_NO_EVENTS_LEFT_OUT,
-        passed=not found,
-        severity=AssetCheckSeverity.WARN,
-        description=None
-        if not found
-        else "pageviews left out (negative team id) or counted without properties (not a JSON object): "
-        + ", ".join(f"{count:,} {reason.replace('_', ' ')}" for reason, count in found.items()),
-        metadata={reason: int(count) for reason, count in counts.items()},
-    )
+) -> dict[str, AssetCheckResult]:
+    """Warn about each day's pageviews that the pre-aggregates leave out or read without properties."""
+    by_day = {
+        row.pop("day"): row
+        for row in client.query_rows(EVENTS_NOT_FULLY_COUNTED, window_parameters(first_day, end_day, team_ids))
+    }
+    reasons = ("negative_team_id", "properties_not_an_object", "properties_not_valid_json")
+    results = {}
+    for day in (day.isoformat() for day in days_of(first_day, end_day)):
+        counts = {reason: int(by_day.get(day, {}).get(reason, 0)) for reason in reasons}
+        found = {reason: count for reason, count in counts.items() if count}
+        results[day] = AssetCheckResult(
+            check_name=CHECK_NO_EVENTS_LEFT_OUT,
+            passed=not found,
+            severity=AssetCheckSeverity.WARN,
+            description=None
+            if not found
+            else "pageviews left out (negative team id) or counted without properties (not a JSON object): "
+            + ", ".join(f"{count:,} {reason.replace('_', ' ')}" for reason, count in found.items()),
+            metadata=counts,
+        )
+    return results
+
+
+def partition_check_events(
+    context: AssetExecutionContext, results_by_partition: Mapping[str, Sequence[AssetCheckResult]]
+) -> Iterator[Output | AssetCheckEvaluation]:
+    """Each check's result for each partition the run computed, as the events the UI reads per partition.
+
+    ``AssetCheckResult`` has no partition: returned from a run of many partitions, it is recorded once,
+    unpartitioned, and each partition's check shows "Skipped". So each result becomes an
+    ``AssetCheckEvaluation`` of its partition, pointing at that partition's materialization by this run.
+    Yield this after the asset's ``MaterializeResult``, whose materializations it looks up.
+    """
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=list(results_by_partition)),
+        limit=len(results_by_partition),
+    ).records
+    materialized = {record.partition_key: record for record in records if record.run_id == context.run.run_id}
+    selected = {key.name: key for key in context.selected_asset_check_keys if key.asset_key == context.asset_key}
+    for check_key in selected.values():
+        yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key))
+    for partition, results in results_by_partition.items():
+        record = materialized.get(partition)
+        target = (
+            AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
+            if record
+            else None
+        )
+        for result in results:
+            check_key = selected.get(result.check_name or "")
+            if check_key is None:
+                continue
+            yield AssetCheckEvaluation(
+                asset_key=check_key.asset_key,
+                check_name=check_key.name,
+                passed=result.passed,
+                metadata=result.metadata,
+                target_materialization_data=target,
+                severity=result.severity,
+                description=result.description,
+                blocking=context.assets_def.get_spec_for_check_key(check_key).blocking,
+                partition=partition,
+            )

@@ -113,19 +113,21 @@ def refresh_window(
             client.command(COPY_OTHER_TEAMS, {**params, "staging": staging, "target": pre_aggregate.table})
             staged_days = {row["day"] for row in client.query_rows(ROWS_BY_DAY, {"table": staging})}
 
-        started = time.monotonic()
         emptied: list[str] = []
+        replace_seconds_by_day: dict[str, float] = {}
         for day in days_of(first_day, end_day):
+            started = time.monotonic()
             staged = day.isoformat() in staged_days
             swap_in_day(client, pre_aggregate.table, staging, day, staged)
             if not staged:
                 emptied.append(day.isoformat())
-        replace_seconds = time.monotonic() - started
+            replace_seconds_by_day[day.isoformat()] = time.monotonic() - started
     return {
         "rows_written": sum(rows_by_day.values()),
         "rows_by_day": {day.isoformat(): rows_by_day.get(day.isoformat(), 0) for day in days_of(first_day, end_day)},
         "days_emptied": emptied,
         "insert_seconds": round(insert_seconds, 3),
-        "replace_seconds": round(replace_seconds, 3),
+        "replace_seconds": round(sum(replace_seconds_by_day.values()), 3),
+        "replace_seconds_by_day": {day: round(seconds, 3) for day, seconds in replace_seconds_by_day.items()},
         "staging_table": staging,
     }

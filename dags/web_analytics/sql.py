@@ -178,10 +178,12 @@ FROM ({SESSIONS})
 GROUP BY team_id, day
 """
 
-# The window's pageviews the pre-aggregates leave out (a negative team id) or read without properties (the
-# properties are not a JSON object, or not valid JSON), for the `no_events_left_out` check.
+# The pageviews of each day of the window that the pre-aggregates leave out (a negative team id) or read
+# without properties (the properties are not a JSON object, or not valid JSON), for the `no_events_left_out`
+# check. A day without pageviews has no row.
 EVENTS_NOT_FULLY_COUNTED = """
 SELECT
+    toString(toDate(timestamp)) AS day,
     countIf(team_id < 0) AS negative_team_id,
     countIf(team_id >= 0 AND NOT startsWith(trimLeft(properties), '{')) AS properties_not_an_object,
     countIf(team_id >= 0 AND startsWith(trimLeft(properties), '{') AND NOT isValidJSON(properties))
@@ -191,13 +193,16 @@ WHERE event = '$pageview'
   AND toDate(timestamp) >= {first_day:Date}
   AND toDate(timestamp) < {end_day:Date}
   AND (empty({team_ids:Array(Int64)}) OR team_id IN {team_ids:Array(Int64)})
+GROUP BY day
 """
 
+# The rows each day of the window holds in a table, every team's (a day without rows has no row here).
 TABLE_ROWS_IN_WINDOW = """
-SELECT count()
+SELECT toString(toDate(period_bucket)) AS day, count() AS rows
 FROM {table:Identifier}
 WHERE toDate(period_bucket) >= {first_day:Date}
   AND toDate(period_bucket) < {end_day:Date}
+GROUP BY day
 """
 
 
