@@ -55,7 +55,13 @@ EXPECTED = {
     },
     "data_platform": {
         "assets": set(),
-        "jobs": {"clickhouse_backup_job", "clickhouse_restore_job", "data_deletion_job", "request_data_deletion"},
+        "jobs": {
+            "clickhouse_backup_job",
+            "clickhouse_restore_job",
+            "data_deletion_job",
+            "data_deletion_dry_run_job",
+            "request_data_deletion",
+        },
         "schedules": {
             "clickhouse_full_backup_schedule",
             "clickhouse_incremental_backup_schedule",
