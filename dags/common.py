@@ -21,6 +21,7 @@ from dagster import (
     DagsterRunStatus,
     EnvVar,
     ExecutorDefinition,
+    Failure,
     Jitter,
     RetryPolicy,
     SkipReason,
@@ -57,7 +58,9 @@ __all__ = [
     "ClickHouseResource",
     "ClusterHostsError",
     "Host",
+    "NOT_CONFIGURED_METADATA_KEY",
     "JobOwners",
+    "NotConfiguredError",
     "SettingError",
     "Settings",
     "clickhouse_resource",
@@ -127,6 +130,26 @@ def owner_of_asset(key_path: Sequence[str]) -> str:
 
 class SettingError(ValueError):
     """An environment variable has a value the project cannot use; the message names the variable."""
+
+
+# The failure metadata key that marks a step failure as "not configured"; its value is the variable to set.
+NOT_CONFIGURED_METADATA_KEY = "not_configured"
+
+
+class NotConfiguredError(Failure):
+    """A step cannot run until someone sets a variable: one line naming it and what to set, not retried.
+
+    It is a configuration to make, not an incident: the failure alert (``slack_on_run_failure``) sends nothing
+    for a run whose only failures are of this kind.
+    """
+
+    def __init__(self, variable: str, what_to_set: str) -> None:
+        super().__init__(
+            description=f"{variable} is not set: {what_to_set}",
+            metadata={NOT_CONFIGURED_METADATA_KEY: variable},
+            allow_retries=False,
+        )
+        self.variable = variable
 
 
 def env_text(name: str, default: str | None = None) -> str | None:

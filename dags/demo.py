@@ -16,7 +16,6 @@ import os
 import sys
 import textwrap
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,11 +23,9 @@ from datetime import date, timedelta
 
 from dagster import (
     AssetKey,
-    BetaWarning,
     DagsterInstance,
     DailyPartitionsDefinition,
     JobDefinition,
-    PreviewWarning,
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -213,9 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", type=date.fromisoformat, default=None, help="last day (default yesterday)")
     parser.add_argument("--events-per-day", type=int, default=20_000, help="demo events per day (default 20000)")
     args = parser.parse_args(argv)
-    # Beta and preview notices about Dagster's own APIs (backfill policies, pools) are for developers, not here.
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    warnings.filterwarnings("ignore", category=PreviewWarning)
 
     os.environ.setdefault("DAGSTER_HOME", str(load_settings().dagster_home))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
@@ -262,13 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     with open_clickhouse() as client:
         # On a cluster `events` is Distributed (every shard's rows); `sharded_events` is this host's shard.
         tables = client.query_rows(
-            "SELECT name, if(engine = 'Distributed', 'every shard', formatReadableSize(total_bytes)) AS size "
+            "SELECT name, engine, if(engine = 'Distributed', 'every shard', formatReadableSize(total_bytes)) AS size "
             "FROM system.tables WHERE database = currentDatabase() "
             "AND (engine LIKE '%MergeTree' OR engine = 'Distributed') ORDER BY name"
         )
-        # count(), not system.tables.total_rows: that still counts rows removed by a lightweight DELETE.
+        # count(), not system.tables.total_rows: that still counts rows removed by a lightweight DELETE. A
+        # ReplacingMergeTree (exchange_rate) keeps replaced versions until a merge: FINAL counts what readers see.
         for table in tables:
-            table["rows"] = client.command(f"SELECT count() FROM {quote_identifier(table['name'])}")
+            final = " FINAL" if table["engine"].startswith("Replacing") else ""
+            table["rows"] = client.command(f"SELECT count() FROM {quote_identifier(table['name'])}{final}")
     print("\nClickHouse tables:")
     for table in tables:
         print(f"  {table['name']:36s} {int(table['rows']):>12,} rows  {table['size']}")

@@ -122,6 +122,10 @@ def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDe
     exports = load_batch_exports(
         settings.batch_exports_file, settings.dagster_home, required=required, deployment_destinations=deployment
     )
+    # Declaring an export is asking for it: on a server it runs until someone stops it in the UI. On the embedded
+    # engine (a laptop, the demo) no events arrive, so each tick would only write an empty file: stopped there.
+    status = DefaultScheduleStatus.STOPPED if settings.embedded_clickhouse else DefaultScheduleStatus.RUNNING
+    when = "Off on the embedded engine until turned on" if settings.embedded_clickhouse else "On once declared"
     for export in exports:
         export_asset = build_batch_export_asset(export, settings.max_partitions_per_run)
         job = define_asset_job(
@@ -137,10 +141,9 @@ def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDe
             name=f"batch_export_{export.name}_schedule",
             minute_of_hour=SCHEDULE_MINUTE[export.interval],
             hour_of_day=None if export.hourly else 0,
-            # Declaring an export is asking for it: it runs until someone stops it in the UI.
-            default_status=DefaultScheduleStatus.RUNNING,
+            default_status=status,
             description=f"The batch export {export.name!r} declared in {settings.batch_exports_file.name}: each "
-            f"{'hour' if export.hourly else 'day'} just ended, to its destination. On as soon as it is declared.",
+            f"{'hour' if export.hourly else 'day'} just ended, to its destination. {when}.",
         )
         definitions.assets.append(export_asset)
         definitions.jobs.append(job)

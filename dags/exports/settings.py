@@ -26,6 +26,7 @@ class ExportSettings:
     web_analytics_start_date: str  # WEB_ANALYTICS_START_DATE: the first day of the pre-aggregate exports
     batch_exports_file: Path  # BATCH_EXPORTS_FILE: the exports users declare (relative: to the project root)
     dagster_home: Path  # what ${DAGSTER_HOME} stands for in a batch export's destination
+    embedded_clickhouse: bool  # CLICKHOUSE_URL names the embedded engine (a laptop, the demo): no live traffic
 
     @property
     def effective_destination_url(self) -> str:
@@ -47,4 +48,5 @@ def load_export_settings() -> ExportSettings:
         web_analytics_start_date=web_analytics_start_date(),
         batch_exports_file=PROJECT_ROOT / (env_text("BATCH_EXPORTS_FILE") or "batch_exports.yaml"),
         dagster_home=shared.dagster_home,
+        embedded_clickhouse=shared.uses_embedded_clickhouse,
     )

@@ -14,6 +14,7 @@ from dagster import (
     run_failure_sensor,
 )
 
+from dags.common import NOT_CONFIGURED_METADATA_KEY
 from dags.operations.owners import location_of, run_owner
 from dags.operations.slack import SlackAlertsResource
 
@@ -61,6 +62,19 @@ def _created_at(context: RunFailureSensorContext, run: DagsterRun) -> datetime |
         return None
     # created_before is exclusive: nudge it so the failed run itself is counted.
     return datetime.fromtimestamp(record.create_timestamp.timestamp() + 0.001, tz=UTC)
+
+
+def settings_to_make(context: RunFailureSensorContext) -> list[str]:
+    """The variables to set when every failed step failed only for want of one (``NotConfiguredError``), else []:
+    such a run needs someone to configure it, not an incident alert."""
+    variables: list[str] = []
+    for event in context.get_step_failure_events():
+        user_failure = getattr(event.event_specific_data, "user_failure_data", None)
+        variable = user_failure.metadata.get(NOT_CONFIGURED_METADATA_KEY) if user_failure else None
+        if variable is None:
+            return []
+        variables.append(str(getattr(variable, "value", variable)))
+    return variables
 
 
 def failure_summary(context: RunFailureSensorContext) -> tuple[list[str], str]:
@@ -130,6 +144,10 @@ def slack_on_run_failure(context: RunFailureSensorContext, slack: SlackAlertsRes
     run = context.dagster_run
     if DISABLE_SLACK_NOTIFICATIONS_TAG in run.tags:
         context.log.info(f"Run {run.run_id} of {run.job_name} is tagged {DISABLE_SLACK_NOTIFICATIONS_TAG}: no alert")
+        return
+    if not_set := settings_to_make(context):
+        missing = ", ".join(sorted(set(not_set)))
+        context.log.info(f"Run {run.run_id} of {run.job_name} failed only because {missing} is not set: no alert")
         return
     threshold = consecutive_failure_threshold(run)
     streak = consecutive_failures(context, run, look_back=threshold) if threshold > 1 else 1

@@ -162,3 +162,24 @@ def test_a_real_exchange_rate_failure_still_fails_the_demo(tmp_path: Path, http_
     assert demo.returncode == 1, demo.stdout[-3000:]
     assert "daily_exchange_rates_job" in demo.stderr and "is not valid XML" in demo.stderr
     assert "No exchange rates" not in demo.stdout
+
+
+def summary_rows(stdout: str) -> dict[str, int]:
+    """The row count the demo's summary prints for each table."""
+    lines = stdout.split("ClickHouse tables:", 1)[1].split("\n\n", 1)[0].strip().splitlines()
+    return {line.split()[0]: int(line.split()[1].replace(",", "")) for line in lines}
+
+
+def test_a_repeated_demo_prints_no_dagster_notices_and_counts_each_rate_once(tmp_path: Path) -> None:
+    offline = {"EXCHANGE_RATE_ECB_URL": f"http://127.0.0.1:{free_port()}/eurofxref"}
+    for _ in range(2):  # the second run loads the same rates again: replaced versions until a merge
+        demo = run_demo(tmp_path, "--days", "1", "--events-per-day", "300", **offline)
+        assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+        # What the user sees: no BetaWarning, PreviewWarning or any other warning (-W cannot name dagster's).
+        assert "Warning" not in demo.stdout + demo.stderr, demo.stderr[-3000:]
+
+    with clickhouse_of(tmp_path).get_client() as client:
+        rates = client.command("SELECT count() FROM exchange_rate FINAL")
+        stored = client.command("SELECT count() FROM exchange_rate")
+    assert stored > rates, "the second demo should have stored replaced versions of the rates"
+    assert summary_rows(demo.stdout)["exchange_rate"] == rates

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import dags
 from dags.common import PROJECT_ROOT
 
 LOCATIONS = ("shared", "revenue_analytics", "web_analytics", "data_exports", "data_platform")
@@ -25,6 +26,16 @@ def test_import_contracts_are_kept() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "broken" in result.stdout and "0 broken" in result.stdout
+
+
+def test_pytest_silences_exactly_the_dagster_notices_the_project_does() -> None:
+    """Only the listed notices, by message, in dags/__init__.py and (pytest resets filters) in pyproject.toml."""
+    import tomllib
+
+    ini = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    silenced = [entry.split(":", 1)[1] for entry in ini["filterwarnings"] if entry.startswith("ignore:")]
+    assert silenced == list(dags.PROJECT_BETA_NOTICES)
+    assert all(entry.count(":") == 1 for entry in ini["filterwarnings"]), "no category-wide filter"
 
 
 def test_no_production_module_is_longer_than_the_house_allows() -> None:

@@ -55,7 +55,13 @@ EXPECTED = {
     },
     "data_platform": {
         "assets": set(),
-        "jobs": {"clickhouse_backup_job", "clickhouse_restore_job", "data_deletion_job", "request_data_deletion"},
+        "jobs": {
+            "clickhouse_backup_job",
+            "clickhouse_restore_job",
+            "data_deletion_job",
+            "data_deletion_dry_run_job",
+            "request_data_deletion",
+        },
         "schedules": {
             "clickhouse_full_backup_schedule",
             "clickhouse_incremental_backup_schedule",
@@ -167,7 +173,7 @@ def default_statuses(**env: str) -> dict[str, str]:
     return json.loads(loaded.stdout.strip().splitlines()[-1])
 
 
-def test_the_web_analytics_schedules_run_by_default_only_on_a_clickhouse_server() -> None:
+def test_the_web_analytics_and_batch_export_schedules_run_by_default_only_on_a_clickhouse_server() -> None:
     web_analytics = {"web_analytics_yesterday_schedule", "web_analytics_today_schedule"}
     never_by_default = {
         "daily_exchange_rates_schedule",
@@ -189,7 +195,13 @@ def test_the_web_analytics_schedules_run_by_default_only_on_a_clickhouse_server(
     server = default_statuses(CLICKHOUSE_URL="http://default:@127.0.0.1:8123/default")
     assert {name for name, status in server.items() if status == "RUNNING"} >= sensors | web_analytics
     assert {name for name, status in server.items() if status == "STOPPED"} >= never_by_default
+    # The example batch exports of batch_exports.yaml: on a laptop no events arrive, so they would only write
+    # empty files every hour or day; on a server, declaring one is asking for it.
+    batch_exports = {"batch_export_team_1_pageviews_schedule", "batch_export_team_2_events_schedule"}
+    assert {name: local[name] for name in batch_exports} == dict.fromkeys(batch_exports, "STOPPED")
+    assert {name: server[name] for name in batch_exports} == dict.fromkeys(batch_exports, "RUNNING")
     # Nothing else changes with the engine.
-    assert {name: status for name, status in server.items() if name not in web_analytics} == {
-        name: status for name, status in local.items() if name not in web_analytics
+    changing = web_analytics | batch_exports
+    assert {name: status for name, status in server.items() if name not in changing} == {
+        name: status for name, status in local.items() if name not in changing
     }

@@ -319,6 +319,7 @@ MAX_RUNTIMES = {
     "events_export_job": 4 * 3600,  # 4 h
     "web_pre_aggregated_exports_job": 4 * 3600,  # 4 h
     "data_deletion_job": 6 * 3600,  # 6 h
+    "data_deletion_dry_run_job": 6 * 3600,  # 6 h: the same steps
     "request_data_deletion": 600,  # 10 min: one insert
     "clickhouse_backup_job": 6 * 3600,  # 6 h
     "clickhouse_restore_job": 6 * 3600,  # 6 h

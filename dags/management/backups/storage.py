@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from dags.common import PROJECT_ROOT, NotConfiguredError
 from dags.management.settings import (
     BACKUP_URL_VARIABLE,
     MAX_RETENTION_DAYS,
@@ -41,6 +42,14 @@ _CREDENTIAL_ERRORS = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "403"}
 )
 _MISSING_BUCKET_ERRORS = frozenset({"NoSuchBucket", "404", "NotFound"})
+
+# The embedded engine cannot write backups (no backups.allowed_path), so a laptop's way is the local server.
+LOCAL_SERVER_BACKUPS = PROJECT_ROOT / ".dagster_home" / "clickhouse-server" / "backups"
+WHAT_TO_SET = (
+    f"set it to s3://bucket/prefix (with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or on a laptop start the "
+    f"local ClickHouse server (README: A local ClickHouse server), point CLICKHOUSE_URL at it and set "
+    f"{BACKUP_URL_VARIABLE}=file://{LOCAL_SERVER_BACKUPS}"
+)
 
 
 class BackupStorageError(Exception):
@@ -147,7 +156,7 @@ class BackupStorage(ConfigurableResource):
     @property
     def location(self) -> BackupLocation:
         if not self.url:
-            raise BackupStorageError(f"Set {BACKUP_URL_VARIABLE} (s3://bucket/prefix) to take or restore backups.")
+            raise NotConfiguredError(BACKUP_URL_VARIABLE, WHAT_TO_SET)
         return parse_backup_url(self.url)
 
     def display(self, name: str = "") -> str:

@@ -1,9 +1,13 @@
-"""The data deletion jobs: ``request_data_deletion`` records a request from the launchpad, and
-``data_deletion_job`` carries out every open request through ``events``, the pre-aggregates and the exports.
+"""The data deletion jobs: ``request_data_deletion`` records a request from the launchpad,
+``data_deletion_job`` carries out every open request through ``events``, the pre-aggregates and the exports,
+and ``data_deletion_dry_run_job`` runs the same steps as a dry run that reports and changes nothing.
 """
+
+from typing import Any
 
 from dagster import (
     Config,
+    ConfigMapping,
     OpExecutionContext,
     Output,
     job,
@@ -15,6 +19,7 @@ from dags.common import ClickHouseResource
 from dags.management.deletion import requests as store
 from dags.management.deletion.copy_ops import rewrite_batch_exports
 from dags.management.deletion.ops import (
+    DRY_RUN_TAG,
     OP_TAGS,
     OWNER,
     delete_requested_events,
@@ -28,18 +33,12 @@ from dags.management.deletion.ops import (
 from dags.management.deletion.rejections import report_rejected_requests
 
 JOB_NAME = "data_deletion_job"
+DRY_RUN_JOB_NAME = "data_deletion_dry_run_job"
 MAX_RUNTIME_SECONDS = 6 * 3600  # dagster/max_runtime of a deletion run
 
 
-@job(
-    name=JOB_NAME,
-    tags={**OWNER.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
-    description="Carry out every open data deletion request: delete the rows from events, recompute the web "
-    "analytics pre-aggregates of the days they were in, rewrite those days' exported files, verify, and record "
-    "it in data_deletion_requests. A run that rejected requests fails, naming them. dry_run: true reports what "
-    "would happen and changes nothing.",
-)
-def data_deletion_job() -> None:
+def deletion_steps() -> None:
+    """The steps both deletion jobs run: plan, delete, recompute, rewrite, verify (a dry run stops at the plan)."""
     report, request_ids = plan_deletions()
     report_rejected_requests(report)
     recomputed = recompute_pre_aggregates(delete_requested_events(request_ids))
@@ -50,6 +49,34 @@ def data_deletion_job() -> None:
         rewrite_web_pre_aggregated_bounces_exports(recomputed),
         rewrite_batch_exports(recomputed),
     )
+
+
+@job(
+    name=JOB_NAME,
+    tags={**OWNER.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS)},
+    description="Carry out every open data deletion request: delete the rows from events, recompute the web "
+    "analytics pre-aggregates of the days they were in, rewrite those days' exported files, verify, and record "
+    f"it in data_deletion_requests. A run that rejected requests fails, naming them. For a dry run, launch "
+    f"{DRY_RUN_JOB_NAME}.",
+)
+def data_deletion_job() -> None:
+    deletion_steps()
+
+
+def _forced_dry_run(_: Any) -> dict[str, Any]:
+    return {"ops": {"plan_deletions": {"config": {"dry_run": True}}}}
+
+
+@job(
+    name=DRY_RUN_JOB_NAME,
+    tags={**OWNER.tags(), "dagster/max_runtime": str(MAX_RUNTIME_SECONDS), DRY_RUN_TAG: "true"},
+    # No run config to set: a run of this job cannot be anything but a dry run.
+    config=ConfigMapping(config_fn=_forced_dry_run, config_schema={}),
+    description=f"Dry run of {JOB_NAME}: report what it would delete (rows per team and day), recompute and "
+    "rewrite, and which requests it would reject. Nothing is changed: no row, no file, no request status.",
+)
+def data_deletion_dry_run_job() -> None:
+    deletion_steps()
 
 
 # --- Requesting a deletion from the launchpad ---------------------------------------------------------------
@@ -84,4 +111,4 @@ def request_data_deletion() -> None:
     insert_deletion_request()
 
 
-DELETION_JOBS = [data_deletion_job, request_data_deletion]
+DELETION_JOBS = [data_deletion_job, data_deletion_dry_run_job, request_data_deletion]

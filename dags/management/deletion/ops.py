@@ -133,6 +133,17 @@ class DeletionRunConfig(Config):
 
 OP_TAGS = OWNER.tags()
 
+# Every dry run carries this tag (the dry run job has it, a real job's run gets it from its first step), so the
+# Runs list tells a dry run from a deletion at a glance and can filter on it.
+DRY_RUN_TAG = "dry_run"
+DRY_RUN_SUMMARY = "Dry run: nothing was changed."
+
+
+def mark_dry_run(context: OpExecutionContext) -> None:
+    """Tag the run as a dry run, when its job did not already (``data_deletion_job`` with ``dry_run: true``)."""
+    if context.run.tags.get(DRY_RUN_TAG) != "true":
+        context.instance.add_run_tags(context.run.run_id, {DRY_RUN_TAG: "true"})
+
 
 @op(
     out={"report": Out(dict), "request_ids": Out(list, is_required=False)},
@@ -146,6 +157,8 @@ def plan_deletions(
     clickhouse: ClickHouseResource,
     export_destination: ExportDestination,
 ) -> Iterator[Output]:
+    if config.dry_run:
+        mark_dry_run(context)
     settings = deletion_settings()
     run_id = context.run.run_id
     accepted: list[store.DeletionRequest] = []
@@ -205,17 +218,22 @@ def plan_deletions(
         "batch_exports_to_rewrite": batch_places,
     }
     if not accepted and not rejected:
-        context.log.info("No pending deletion requests: nothing to do.")
+        summary = "No pending deletion requests: nothing to do."
     else:
-        context.log.info(
-            f"{'Dry run: would delete' if config.dry_run else 'Deleting'} {report['rows_to_delete']:,} rows for "
+        summary = (
+            f"{'Would delete' if config.dry_run else 'Deleting'} {report['rows_to_delete']:,} rows for "
             f"{len(accepted)} request(s), recompute {len(report['days_to_recompute'])} day(s), rewrite "
-            f"{len(files)} file(s) and {len(batch_places)} batch export place(s); {len(rejected)} request(s) rejected"
+            f"{len(files)} file(s) and {len(batch_places)} batch export place(s); {len(rejected)} request(s) "
+            f"{'would be ' if config.dry_run else ''}rejected"
         )
+    if config.dry_run:
+        summary = f"{DRY_RUN_SUMMARY} {summary}"
+    context.log.info(summary)
     yield Output(
         report,
         output_name="report",
         metadata={
+            "summary": summary,
             "dry_run": config.dry_run,
             "requests": len(accepted),
             "rejected": MetadataValue.json(report["rejected"]),
