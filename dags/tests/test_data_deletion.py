@@ -609,7 +609,7 @@ def test_a_recompute_that_leaves_a_stale_pre_aggregate_day_leaves_the_request_op
         team, person = person_of_one_day(client, DAYS[1])
         insert_request(client, team_id=team, key_type="person", key=person)
     # A broken recompute step: it reports the days recomputed and leaves the pre-aggregates as they were.
-    monkeypatch.setattr(deletion_ops, "recompute_days", lambda *args: None)
+    monkeypatch.setattr(deletion_ops, "recompute_days", lambda *args: {})
 
     result = run_deletion(clickhouse, exports, dagster_instance)
 
