@@ -140,6 +140,17 @@ def person_of_one_day(client: ClickHouseClient, day: date) -> tuple[int, str]:
     return row["team_id"], row["person"]
 
 
+def person_deletion_requested(clickhouse: ClickHouseResource, tmp_path: Path) -> tuple[Exports, int, str, str]:
+    """A warehouse exported to a folder and a pending deletion of a person seen on ``DAYS[1]`` only: the
+    exports, the team, the person and the request's id."""
+    exports = local_exports(tmp_path / "exports")
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        team, person = person_of_one_day(client, DAYS[1])
+        request_id = insert_request(client, team, "person", person)
+    return exports, team, person, request_id
+
+
 def events_rows(client: ClickHouseClient) -> list[dict[str, Any]]:
     return client.query_rows(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY uuid")
 

@@ -10,13 +10,10 @@ from dagster import AssetKey, DagsterInstance
 
 from dags.common import ClickHouseResource
 from dags.exports.manifest import DATA_FILE
-from dags.management.deletion.requests import insert_request
 from dags.tests.test_data_deletion import (
     DAYS,
-    build_warehouse,
-    local_exports,
     no_batch_exports,  # noqa: F401  (the autouse fixture: no batch exports here)
-    person_of_one_day,
+    person_deletion_requested,
     request_rows,
     run_deletion,
 )
@@ -40,11 +37,7 @@ def deletion_records(instance: DagsterInstance, key: AssetKey) -> dict[str, dict
 def test_the_days_and_files_a_deletion_rewrote_are_recorded_on_their_assets_with_the_reason_and_run(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    exports = local_exports(tmp_path / "exports")
-    build_warehouse(clickhouse, exports)
-    with clickhouse.get_client() as client:
-        team, person = person_of_one_day(client, DAYS[1])
-        request_id = insert_request(client, team, "person", person)
+    exports, team, _, request_id = person_deletion_requested(clickhouse, tmp_path)
 
     result = run_deletion(clickhouse, exports, dagster_instance)
 
@@ -75,11 +68,7 @@ def test_the_days_and_files_a_deletion_rewrote_are_recorded_on_their_assets_with
 def test_a_dry_run_records_nothing_on_the_assets(
     clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    exports = local_exports(tmp_path / "exports")
-    build_warehouse(clickhouse, exports)
-    with clickhouse.get_client() as client:
-        team, person = person_of_one_day(client, DAYS[1])
-        insert_request(client, team, "person", person)
+    exports, *_ = person_deletion_requested(clickhouse, tmp_path)
 
     assert run_deletion(clickhouse, exports, dagster_instance, dry_run=True).success
 

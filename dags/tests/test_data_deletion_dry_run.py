@@ -10,13 +10,10 @@ from dagster import DagsterInstance, DagsterInvalidConfigError, ExecuteInProcess
 from dags.common import ClickHouseResource
 from dags.locations import data_platform
 from dags.management.deletion.jobs import data_deletion_dry_run_job
-from dags.management.deletion.requests import insert_request
 from dags.tests.test_data_deletion import (
-    DAYS,
-    build_warehouse,
     local_exports,
     output_metadata,
-    person_of_one_day,
+    person_deletion_requested,
     request_rows,
     run_deletion,
     snapshot,
@@ -47,11 +44,8 @@ def logged(instance: DagsterInstance, result: ExecuteInProcessResult) -> list[st
 def test_the_dry_run_job_is_tagged_says_so_and_changes_nothing(
     clickhouse: ClickHouseResource, tmp_path: Path, dagster_instance: DagsterInstance
 ) -> None:
-    exports = local_exports(tmp_path / "exports")
-    build_warehouse(clickhouse, exports)
+    exports, team, person, _ = person_deletion_requested(clickhouse, tmp_path)
     with clickhouse.get_client() as client:
-        team, person = person_of_one_day(client, DAYS[1])
-        insert_request(client, team, "person", person)
         their_rows = client.command(
             "SELECT count() FROM events WHERE person_id = toUUID({person:String})", {"person": person}
         )
