@@ -1,9 +1,9 @@
-"""``python -m bench``: the project's speed and memory, each figure next to its limit or naive baseline.
+"""`python -m bench`: the project's speed and memory, each figure next to its limit or naive baseline.
 
-Loads ``--events`` demo events into a temporary embedded ClickHouse (never ``.dagster_home``), runs the
+Loads `--events` demo events into a temporary embedded ClickHouse (never `.dagster_home`), runs the
 benchmarks with a temporary DAGSTER_HOME, prints a Markdown table of medians and ratios and writes it with
-the machine's description to ``bench/RESULTS.md`` (a full run only: ``--only`` prints its rows and leaves the
-file alone). ``--smoke`` runs every benchmark once on tiny data (what CI runs) and writes nothing.
+the machine's description to `bench/RESULTS.md` (a full run only: `--only` prints its rows and leaves the
+file alone). `--smoke` runs every benchmark once on tiny data (what CI runs) and writes nothing.
 """
 
 import argparse

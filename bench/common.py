@@ -124,9 +124,9 @@ class WorkerResult:
 
 
 def call_in_worker(function: str, env: dict[str, str], log: Path, **kwargs: Any) -> WorkerResult:
-    """Run ``module:function(**kwargs)`` in a fresh Python process; its output goes to ``log``.
+    """Run `module:function(**kwargs)` in a fresh Python process; its output goes to `log`.
 
-    The peak memory is the process's own (``wait4`` rusage): the embedded ClickHouse runs in-process, so its
+    The peak memory is the process's own (`wait4` rusage): the embedded ClickHouse runs in-process, so its
     buffers count too.
     """
     with tempfile.TemporaryDirectory(prefix="dags-bench-call-") as folder:

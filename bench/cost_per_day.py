@@ -3,7 +3,7 @@
 executes, as dollars a month at what Dagster+ charges per credit (one credit per asset materialization).
 
 Counted twice: with the deployment's own schedules only (no batch exports), and with the example batch exports
-of ``batch_exports.yaml``. Each count loads every location in a fresh process, as a code server does.
+of `batch_exports.yaml`. Each count loads every location in a fresh process, as a code server does.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -19,7 +19,7 @@ COUNTED_DAY = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 def count(day: str) -> dict[str, Any]:
-    """Worker: per schedule, its ticks on ``day``, the runs it requests (each tick evaluated, as the daemon
+    """Worker: per schedule, its ticks on `day`, the runs it requests (each tick evaluated, as the daemon
     would on an idle instance) and what those runs materialize and check."""
     from dagster import DagsterInstance, build_schedule_context
     from dagster._utils.schedules import cron_string_iterator

@@ -1,7 +1,7 @@
 """The demo events the benchmarks read, loaded once per benchmark run into a temporary embedded ClickHouse.
 
-``--events`` demo events are spread over a 30-day window (the pre-aggregate backfill reads all of it). The
-export reads single days: a day of the window ("1x", about ``events / 30`` rows) and days after the window
+`--events` demo events are spread over a 30-day window (the pre-aggregate backfill reads all of it). The
+export reads single days: a day of the window ("1x", about `events / 30` rows) and days after the window
 holding 4 and 16 times as many events.
 """
 
@@ -43,7 +43,7 @@ class Dataset:
 
     @property
     def small_day(self) -> date:
-        """A day of ``SMALL_DAY_EVENTS`` events after the window, away from the export days."""
+        """A day of `SMALL_DAY_EVENTS` events after the window, away from the export days."""
         return self.window_end + timedelta(days=5)
 
     def extra_days(self) -> dict[str, int]:

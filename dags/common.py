@@ -1,8 +1,8 @@
 """What every location shares: owners, shared settings, retry policies and the ClickHouse resource's face.
 
-Each domain reads its own settings when its location loads (``dags/<domain>/settings.py``) with the readers
+Each domain reads its own settings when its location loads (`dags/<domain>/settings.py`) with the readers
 below, so a bad value fails that team's location with the variable's name and leaves the others loading.
-The ClickHouse resource's insides live in ``dags/clickhouse/``; what assets use is re-exported here.
+The ClickHouse resource's insides live in `dags/clickhouse/`; what assets use is re-exported here.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class JobOwners(StrEnum):
-    """Who answers for a job or asset: the value of its ``owner`` tag, which alerts and limits key off."""
+    """Who answers for a job or asset: the value of its `owner` tag, which alerts and limits key off."""
 
     TEAM_REVENUE_ANALYTICS = "team-revenue-analytics"
     TEAM_WEB_ANALYTICS = "team-web-analytics"
@@ -139,7 +139,7 @@ NOT_CONFIGURED_METADATA_KEY = "not_configured"
 class NotConfiguredError(Failure):
     """A step cannot run until someone sets a variable: one line naming it and what to set, not retried.
 
-    It is a configuration to make, not an incident: the failure alert (``slack_on_run_failure``) sends nothing
+    It is a configuration to make, not an incident: the failure alert (`slack_on_run_failure`) sends nothing
     for a run whose only failures are of this kind.
     """
 
@@ -153,7 +153,7 @@ class NotConfiguredError(Failure):
 
 
 def env_text(name: str, default: str | None = None) -> str | None:
-    """The variable's value without surrounding blanks; ``default`` when unset or blank."""
+    """The variable's value without surrounding blanks; `default` when unset or blank."""
     return os.environ.get(name, "").strip() or default
 
 
@@ -166,9 +166,9 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # team ids are Int64: a larger one w
 
 
 def env_positive_int(name: str, default: int, maximum: int = UINT32_MAX) -> int:
-    """A whole number from 1 to ``maximum`` (days per run, attempts, retention days).
+    """A whole number from 1 to `maximum` (days per run, attempts, retention days).
 
-    ``maximum`` is the largest value the column type or arithmetic it is bound to holds.
+    `maximum` is the largest value the column type or arithmetic it is bound to holds.
     """
     raw = env_text(name)
     if raw is None:
@@ -206,7 +206,7 @@ def env_date(name: str, default: str) -> str:
 
 
 def env_choice(name: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` (case-insensitive); the first is the default."""
+    """One of `choices` (case-insensitive); the first is the default."""
     raw = (env_text(name) or choices[0]).lower()
     if raw not in choices:
         raise SettingError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
@@ -220,7 +220,7 @@ def env_choice(name: str, choices: tuple[str, ...]) -> str:
 class Settings:
     """The settings every location shares: where Dagster keeps its files and where ClickHouse is.
 
-    ``DEBUG=1`` forces the local resources (embedded ClickHouse, local export folder, alerts to the log)
+    `DEBUG=1` forces the local resources (embedded ClickHouse, local export folder, alerts to the log)
     even when production variables are set. Without it each resource takes its production setting
     from the environment and falls back to the local one only when nothing is configured.
     """
@@ -265,7 +265,7 @@ def load_settings() -> Settings:
 
 
 def web_analytics_start_date() -> str:
-    """The first day of the web analytics pre-aggregates, which their exports share (``WEB_ANALYTICS_START_DATE``)."""
+    """The first day of the web analytics pre-aggregates, which their exports share (`WEB_ANALYTICS_START_DATE`)."""
     return env_date("WEB_ANALYTICS_START_DATE", "2024-01-01")
 
 
@@ -283,7 +283,7 @@ EXTERNAL_API_RETRY_POLICY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.
 
 
 def clickhouse_resource_from_env(settings: Settings | None = None) -> ClickHouseResource:
-    """The ClickHouse resource as the environment configures it (see ``Settings``)."""
+    """The ClickHouse resource as the environment configures it (see `Settings`)."""
     settings = settings or load_settings()
     # A server URL carries credentials: EnvVar keeps its value out of the UI and of stored run config.
     uses_server = not settings.debug and settings.clickhouse_url is not None
@@ -297,7 +297,7 @@ def clickhouse_resource_from_env(settings: Settings | None = None) -> ClickHouse
 
 @cache
 def clickhouse_resource() -> ClickHouseResource:
-    """The ClickHouse resource of this process; one object, so that ``dags.definitions`` can merge locations."""
+    """The ClickHouse resource of this process; one object, so that `dags.definitions` can merge locations."""
     return clickhouse_resource_from_env()
 
 
@@ -315,9 +315,9 @@ UNFINISHED_RUN_STATUSES = [
 
 def ensure_pool_limits(instance: DagsterInstance, pools: Sequence[str]) -> SkipReason:
     """Write each pool's limit to the instance if it has none yet; a limit set in the UI or with
-    ``dagster instance concurrency set`` stays. What a pool-limit sensor of a location returns.
+    `dagster instance concurrency set` stays. What a pool-limit sensor of a location returns.
 
-    Dagster 1.13 stores a pool's default limit (dagster.yaml ``concurrency.pools.default_limit``) only while
+    Dagster 1.13 stores a pool's default limit (dagster.yaml `concurrency.pools.default_limit`) only while
     deciding its first dequeue pass for that pool, and decides that pass as if the pool were unlimited: on a
     fresh instance, the first queued runs of a pool would all start together. Writing the limit when the
     daemon starts closes that gap.

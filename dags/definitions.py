@@ -1,8 +1,8 @@
-"""Every team location merged into one, for ``dagster dev -m dags.definitions`` and the CLI.
+"""Every team location merged into one, for `dagster dev -m dags.definitions` and the CLI.
 
-Each location is loaded on its own: one that fails (a broken setting, an invalid ``BATCH_EXPORTS_FILE``) is
-left out with a warning and replaced by a job ``<location>_failed_to_load`` whose run fails saying why, so the
-other teams' jobs (backups, restores, deletions) still load and run, as with ``-w workspace.yaml``.
+Each location is loaded on its own: one that fails (a broken setting, an invalid `BATCH_EXPORTS_FILE`) is
+left out with a warning and replaced by a job `<location>_failed_to_load` whose run fails saying why, so the
+other teams' jobs (backups, restores, deletions) still load and run, as with `-w workspace.yaml`.
 """
 
 import importlib

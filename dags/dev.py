@@ -1,17 +1,17 @@
-"""Run ``dagster dev`` so that Ctrl-C or SIGTERM stops all of it within seconds: ``python -m dags.dev <command>``
-(what ``bin/dev`` calls; standard library only, so it starts at once).
+"""Run `dagster dev` so that Ctrl-C or SIGTERM stops all of it within seconds: `python -m dags.dev <command>`
+(what `bin/dev` calls; standard library only, so it starts at once).
 
 Why a supervisor:
 
-- Started with ``&`` from a script, a process inherits SIGINT ignored, and ``dagster dev`` maps SIGTERM to
+- Started with `&` from a script, a process inherits SIGINT ignored, and `dagster dev` maps SIGTERM to
   whatever SIGINT does: it then ignores both, and so do its code servers.
 - Ctrl-C in a terminal (or a signal to the whole process group) reaches every code server at the same moment as
-  ``dagster dev``, whose code server manager restarts a code server it sees exit before its own shutdown
+  `dagster dev`, whose code server manager restarts a code server it sees exit before its own shutdown
   starts; that new one lives on until its heartbeat times out (45 s).
 
-So ``dagster dev`` runs in a process group of its own, with SIGINT back to its default; the first SIGINT or
-SIGTERM here becomes one SIGINT to ``dagster dev`` alone (its clean shutdown of the UI, daemon and code servers);
-whatever of its group is still alive after ``STOP_SECONDS``, or at a second signal, is killed.
+So `dagster dev` runs in a process group of its own, with SIGINT back to its default; the first SIGINT or
+SIGTERM here becomes one SIGINT to `dagster dev` alone (its clean shutdown of the UI, daemon and code servers);
+whatever of its group is still alive after `STOP_SECONDS`, or at a second signal, is killed.
 """
 
 import ctypes
@@ -55,7 +55,7 @@ def _kill_group(pgid: int, signum: int) -> None:
 
 
 def supervise(command: list[str]) -> int:
-    """Run ``command`` in its own process group until it exits or a signal asks this process to stop."""
+    """Run `command` in its own process group until it exits or a signal asks this process to stop."""
     stopping: list[int] = []
 
     def on_signal(signum: int, _: FrameType | None) -> None:

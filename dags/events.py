@@ -1,7 +1,7 @@
-"""The raw ``events`` table every pipeline reads, and deterministic demo web traffic to fill it locally.
+"""The raw `events` table every pipeline reads, and deterministic demo web traffic to fill it locally.
 
 The table's columns are a contract shared with outside tools: change them only in an issue that says so.
-Demo traffic is generated inside ClickHouse (``numbers()`` and seeded hashes), so ten million events take
+Demo traffic is generated inside ClickHouse (`numbers()` and seeded hashes), so ten million events take
 seconds, and the same seed, dates and size always give the same rows.
 """
 
@@ -203,15 +203,15 @@ WHERE team_id IN {team_ids:Array(Int64)}
 
 
 def create_events_table(client: ClickHouseClient) -> None:
-    """Create the ``events`` table on one host if it does not exist (idempotent)."""
+    """Create the `events` table on one host if it does not exist (idempotent)."""
     client.command(CREATE_EVENTS_TABLE)
 
 
 def create_events_tables(cluster: ClickHouseCluster) -> None:
-    """Create ``events`` where the deployment expects it (idempotent).
+    """Create `events` where the deployment expects it (idempotent).
 
-    One host: the ``events`` MergeTree. A cluster: ``sharded_events`` on every host and ``events``
-    ``Distributed`` over them on every host. Tables a deployment brought itself are left as they are.
+    One host: the `events` MergeTree. A cluster: `sharded_events` on every host and `events`
+    `Distributed` over them on every host. Tables a deployment brought itself are left as they are.
     """
     if not cluster.is_cluster:
         with cluster.resource.get_client(cluster.context, create_database=True) as client:
@@ -227,8 +227,8 @@ def create_events_tables(cluster: ClickHouseCluster) -> None:
 
 
 def distributed_events_statement(cluster_name: str, database: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS <database>.events``, Distributed over ``<database>.sharded_events`` of every
-    host of ``cluster_name`` (engine arguments cannot be bound: quoted here)."""
+    """`CREATE TABLE IF NOT EXISTS <database>.events`, Distributed over `<database>.sharded_events` of every
+    host of `cluster_name` (engine arguments cannot be bound: quoted here)."""
     return CREATE_DISTRIBUTED_EVENTS_TABLE.format(
         database_identifier=quote_identifier(database),
         cluster=quote_string(cluster_name),
@@ -242,7 +242,7 @@ def quote_string(text: str) -> str:
 
 
 def is_distributed(client: ClickHouseClient) -> bool:
-    """Whether ``events`` on this host is ``Distributed`` (a cluster's), so inserts go through to the shards."""
+    """Whether `events` on this host is `Distributed` (a cluster's), so inserts go through to the shards."""
     return client.query_rows(EVENTS_ENGINE) == [{"engine": "Distributed"}]
 
 
@@ -255,9 +255,9 @@ def generate_demo_events(
     seed: int = 42,
     team_ids: Sequence[int] = DEMO_TEAM_IDS,
 ) -> int:
-    """Insert exactly ``events`` demo events spread over ``days`` days from ``start_date``; returns the count.
+    """Insert exactly `events` demo events spread over `days` days from `start_date`; returns the count.
 
-    Sessions of ``$pageview``, ``$autocapture`` and ``$pageleave`` with realistic web properties; some
+    Sessions of `$pageview`, `$autocapture` and `$pageleave` with realistic web properties; some
     bounce (some just under, some just over 10 seconds), some are long, a few have no pageview at all.
     The same arguments always insert the same rows.
     """
@@ -311,10 +311,10 @@ class DemoEventsConfig(Config):
 def demo_events(
     context: AssetExecutionContext, config: DemoEventsConfig, clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    """Demo web traffic of the demo teams for one day in the raw ``events`` table, for local development.
+    """Demo web traffic of the demo teams for one day in the raw `events` table, for local development.
 
     Re-running a day replaces that day's demo events (other teams' events are never touched). Partitions: one
-    per day (``YYYY-MM-DD``, UTC) from 2024-01-01 through today.
+    per day (`YYYY-MM-DD`, UTC) from 2024-01-01 through today.
     """
     day = date.fromisoformat(context.partition_key)
     day_seed = config.seed * 1_000_003 + day.toordinal()
@@ -341,8 +341,8 @@ def demo_events(
 
 
 def delete_demo_day(cluster: ClickHouseCluster, day: date) -> None:
-    """Delete the demo teams' events of ``day``: from ``events``, or on a cluster from every copy of
-    ``sharded_events`` (a ``DELETE`` cannot go through a ``Distributed`` table)."""
+    """Delete the demo teams' events of `day`: from `events`, or on a cluster from every copy of
+    `sharded_events` (a `DELETE` cannot go through a `Distributed` table)."""
     parameters = {"team_ids": list(DEMO_TEAM_IDS), "day": day}
     if cluster.is_cluster:
         cluster.map_every_copy(
@@ -356,6 +356,6 @@ def delete_demo_day(cluster: ClickHouseCluster, day: date) -> None:
 
 
 def recent_days(days: int, until: date | None = None) -> list[date]:
-    """The ``days`` days up to and including ``until`` (default: yesterday), oldest first."""
+    """The `days` days up to and including `until` (default: yesterday), oldest first."""
     last = until or date.today() - timedelta(days=1)
     return [last - timedelta(days=offset) for offset in range(days - 1, -1, -1)]

@@ -1,9 +1,9 @@
-"""``bin/sql``: run SQL on the data the pipelines use, at any time, without breaking a run.
+"""`bin/sql`: run SQL on the data the pipelines use, at any time, without breaking a run.
 
 On the embedded engine only one process may have the data open: a run holds it for its whole length, and a
-second process that opens it with chDB directly fails that run (``Error initializing EmbeddedServer``). This
+second process that opens it with chDB directly fails that run (`Error initializing EmbeddedServer`). This
 command takes the same lock the runs take, so it waits for a running run (saying so) and a run that starts
-meanwhile waits for it; on a server (``CLICKHOUSE_URL``) it simply connects.
+meanwhile waits for it; on a server (`CLICKHOUSE_URL`) it simply connects.
 
     bin/sql "SELECT toDate(timestamp) AS day, count() FROM events GROUP BY day ORDER BY day"
     echo "SELECT count() FROM events" | bin/sql

@@ -1,6 +1,6 @@
 """ClickHouse for every asset: the resource, its client, and the three ways in (embedded, HTTP, native).
 
-``dags.common`` re-exports the public face; this package holds the insides, one concern per module.
+`dags.common` re-exports the public face; this package holds the insides, one concern per module.
 """
 
 from dags.clickhouse.client import ClickHouseClient

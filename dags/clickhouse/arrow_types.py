@@ -2,7 +2,7 @@
 
 Over HTTP and on the embedded engine the server encodes results as Arrow itself; over the native protocol the
 driver builds Arrow from the column types the server reports, with types and nullability of its own
-(``DateTime`` as a timestamp, ``UUID`` as text, every field nullable). Native results are cast to the schema
+(`DateTime` as a timestamp, `UUID` as text, every field nullable). Native results are cast to the schema
 built here, so a result has the same schema whichever way ClickHouse is reached.
 """
 
@@ -23,7 +23,7 @@ def _inner(spec: str, wrapper: str) -> str:
 
 
 def _split_top_level(spec: str) -> list[str]:
-    """``"String, Array(UInt8)"`` -> ``["String", "Array(UInt8)"]`` (commas inside brackets or quotes kept)."""
+    """`"String, Array(UInt8)"` -> `["String", "Array(UInt8)"]` (commas inside brackets or quotes kept)."""
     parts, depth, quoted, current = [], 0, False, ""
     for char in spec:
         if char == "'":
@@ -41,7 +41,7 @@ def _split_top_level(spec: str) -> list[str]:
 
 
 def arrow_field(name: str, spec: str) -> pa.Field | None:
-    """The field ClickHouse's Arrow format writes for a column of type ``spec``; None for a type not mapped here."""
+    """The field ClickHouse's Arrow format writes for a column of type `spec`; None for a type not mapped here."""
     import pyarrow as pa
 
     nullable = spec.startswith("Nullable(")
@@ -92,7 +92,7 @@ def arrow_type(spec: str) -> pa.DataType | None:  # noqa: PLR0911 - one return p
 
 
 def server_schema(driver_schema: pa.Schema) -> pa.Schema:
-    """The schema ClickHouse's Arrow format gives a result the driver read with ``clickhouse_type`` metadata.
+    """The schema ClickHouse's Arrow format gives a result the driver read with `clickhouse_type` metadata.
 
     Columns of a type not mapped here keep the driver's type.
     """
@@ -106,7 +106,7 @@ def server_schema(driver_schema: pa.Schema) -> pa.Schema:
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``batch`` (as the driver built it) cast to ``schema``."""
+    """`batch` (as the driver built it) cast to `schema`."""
     import pyarrow as pa
 
     return pa.RecordBatch.from_arrays(

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load only when used: they would double a
 
 
 class ConnectBackend:
-    """clickhouse-connect: the embedded engine (``chdb://``) and servers over HTTP."""
+    """clickhouse-connect: the embedded engine (`chdb://`) and servers over HTTP."""
 
     def __init__(self, client: Any):
         self.client = client
@@ -50,9 +50,9 @@ STREAM_BATCH_ROWS = 65_536
 class EmbeddedBackend(ConnectBackend):
     """The embedded engine through clickhouse-connect, with a truly streamed Arrow path.
 
-    clickhouse-connect's chDB backend reads a whole ``ArrowStream`` result (and any query with per-call
+    clickhouse-connect's chDB backend reads a whole `ArrowStream` result (and any query with per-call
     settings) into memory before returning it. Streams therefore use a dedicated chDB handle on the same
-    engine: settings go in with ``SET`` on that handle, and the engine's Arrow blocks are yielded as it
+    engine: settings go in with `SET` on that handle, and the engine's Arrow blocks are yielded as it
     produces them, so memory stays flat however large the result.
     """
 
@@ -82,7 +82,7 @@ class EmbeddedBackend(ConnectBackend):
     def _settings_of_one_call(self, settings: dict[str, Any]) -> Iterator[None]:
         """Apply a call's settings to the engine session for that call only.
 
-        Given settings, clickhouse-connect first reads each one's current value from ``system.settings`` so it
+        Given settings, clickhouse-connect first reads each one's current value from `system.settings` so it
         can restore it afterwards: 4 ms a statement, most of what a small statement costs. The session's values
         are known here (the resource's own settings, else the defaults), so they are restored without asking.
         """
@@ -133,9 +133,9 @@ class EmbeddedBackend(ConnectBackend):
 
 def _record_batches(stream: Any) -> Iterator[pa.RecordBatch]:
     """The engine's blocks as they come: each chunk of the stream is an Arrow IPC file of one block
-    (``max_block_size`` rows at most), read in place, without a copy. chDB's own record-batch reader copies
+    (`max_block_size` rows at most), read in place, without a copy. chDB's own record-batch reader copies
     every chunk again and concatenates chunks into larger batches, which cost about a third of the stream's
-    time; copying each chunk into ``bytes`` cost a fifth."""
+    time; copying each chunk into `bytes` cost a fifth."""
     import pyarrow as pa
 
     while (chunk := stream.fetch()) is not None:
@@ -152,7 +152,7 @@ def _record_batches(stream: Any) -> Iterator[pa.RecordBatch]:
 
 
 def setting_literal(value: Any) -> str:
-    """A setting's value as a SQL literal for ``SET`` (numbers bare, anything else a quoted string)."""
+    """A setting's value as a SQL literal for `SET` (numbers bare, anything else a quoted string)."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int | float):

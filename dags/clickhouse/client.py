@@ -37,13 +37,13 @@ PROGRESS_SECONDS = 30.0
 # Record batches a stream reads ahead of its consumer: memory holds this many more batches (plus the one being
 # read), enough to keep the engine busy while the consumer encodes.
 READ_AHEAD_BATCHES = 2
-# Regrouped batches (``batch_rows``) are row groups, larger than blocks: one waiting while the next is cut keeps
+# Regrouped batches (`batch_rows`) are row groups, larger than blocks: one waiting while the next is cut keeps
 # the consumer busy, and a second one would cost a sixth more peak memory on a large export for no speed.
 READ_AHEAD_ROW_GROUPS = 1
 
 
 def describe_context(context: Any) -> dict[str, Any]:
-    """What a query's ``log_comment`` says about where it came from: run, job, asset and partition."""
+    """What a query's `log_comment` says about where it came from: run, job, asset and partition."""
     if context is None:
         return {}
     described: dict[str, Any] = {}
@@ -67,7 +67,7 @@ def describe_context(context: Any) -> dict[str, Any]:
 
 
 class ClickHouseClient:
-    """An open connection for one operation. Values are bound by the server: ``{name:Type}`` placeholders."""
+    """An open connection for one operation. Values are bound by the server: `{name:Type}` placeholders."""
 
     def __init__(self, resource: ClickHouseResource, backend: ConnectBackend | NativeBackend, origin: dict[str, Any]):
         self._resource = resource
@@ -89,11 +89,11 @@ class ClickHouseClient:
         return {"log_comment": json.dumps(origin, sort_keys=True), "query_id": query_id, **(extra or {})}
 
     def _run(self, sql: str, operation: Callable[[str], T], interruptible: bool = True) -> T:
-        """Run ``operation(query_id)`` with retries; each attempt gets a fresh query id.
+        """Run `operation(query_id)` with retries; each attempt gets a fresh query id.
 
         An interruptible statement runs in a worker thread while this thread waits, so that a run's
         termination (Dagster interrupts the run's main thread) kills the query on the server instead of
-        waiting for it: see ``_wait_or_kill``.
+        waiting for it: see `_wait_or_kill`.
         """
 
         def attempt() -> T:
@@ -118,9 +118,9 @@ class ClickHouseClient:
             raise ClickHouseNotRetryableError(message) from error
 
     def _wait_or_kill(self, sql: str, query_id: str, statement: Callable[[], T]) -> T:
-        """Run ``statement`` in a worker thread; if this thread is interrupted meanwhile, kill the query.
+        """Run `statement` in a worker thread; if this thread is interrupted meanwhile, kill the query.
 
-        Terminating a run (from the UI, ``dagster/max_runtime``, Ctrl-C) interrupts the run's main thread, but
+        Terminating a run (from the UI, `dagster/max_runtime`, Ctrl-C) interrupts the run's main thread, but
         a thread blocked inside a driver call only notices when the server answers, which for a long
         INSERT ... SELECT may be hours later. Waiting here in short steps lets the interrupt arrive at once;
         the query is then killed by its id, so the server stops writing too.
@@ -167,7 +167,7 @@ class ClickHouseClient:
         return outcome["result"]
 
     def _kill_query(self, sql: str, query_id: str) -> None:
-        """``KILL QUERY`` the statement with this id, on a second connection (this one is busy with it)."""
+        """`KILL QUERY` the statement with this id, on a second connection (this one is busy with it)."""
         logger = get_dagster_logger()
         logger.warning(f"Interrupted: killing ClickHouse query {query_id} ({first_line(sql)!r})")
         if self.is_embedded:  # the embedded engine keeps ids of its own: find the query by its log_comment
@@ -219,7 +219,7 @@ class ClickHouseClient:
     ) -> Iterator[Iterator[pa.RecordBatch]]:
         """Stream a large result as Arrow record batches; memory is bounded by the block size, not the result.
 
-        With ``batch_rows``, every batch but the last has exactly that many rows in contiguous columns (the
+        With `batch_rows`, every batch but the last has exactly that many rows in contiguous columns (the
         same rows always give the same batches, whatever the engine's blocks), regrouped in the reader thread.
         """
         with ExitStack() as stack:
@@ -263,7 +263,7 @@ class ClickHouseClient:
 
 
 def _hand_interrupt_to_executor() -> None:
-    """Record an interrupt the way Dagster's own SIGINT handler does outside user code (``capture_interrupts``)."""
+    """Record an interrupt the way Dagster's own SIGINT handler does outside user code (`capture_interrupts`)."""
     from dagster._utils import interrupts
 
     interrupts._received_interrupt["received"] = True

@@ -1,8 +1,8 @@
 """The one layer that knows the cluster: its hosts and shards, a statement run on each, and who failed.
 
 Everything that has to happen on more than one host (a table created everywhere, a dictionary reloaded
-everywhere, a mutation on every shard) goes through ``ClickHouseCluster``; the domains never list hosts
-themselves. Without ``CLICKHOUSE_CLUSTER`` (and on the embedded engine) the cluster is the one host the URL
+everywhere, a mutation on every shard) goes through `ClickHouseCluster`; the domains never list hosts
+themselves. Without `CLICKHOUSE_CLUSTER` (and on the embedded engine) the cluster is the one host the URL
 names, so the same code runs everywhere.
 
     cluster = clickhouse.get_cluster(context)
@@ -45,8 +45,8 @@ TABLE_ENGINE = "SELECT engine FROM system.tables WHERE database = currentDatabas
 class Host:
     """One host of the cluster: its shard, its replica number within the shard, and how to reach it.
 
-    ``port`` is the native port the cluster's config gives; ``None`` means the URL's own port (over HTTP
-    every host answers on the URL's port, as ``system.clusters`` only knows native ports).
+    `port` is the native port the cluster's config gives; `None` means the URL's own port (over HTTP
+    every host answers on the URL's port, as `system.clusters` only knows native ports).
     """
 
     shard: int
@@ -82,7 +82,7 @@ class ClusterHostsNotRetryableError(ClusterHostsError, ClickHouseNotRetryableErr
 
 
 class ClickHouseCluster:
-    """The hosts of ``CLICKHOUSE_CLUSTER`` (or the URL's one host) and a client on any of them."""
+    """The hosts of `CLICKHOUSE_CLUSTER` (or the URL's one host) and a client on any of them."""
 
     def __init__(self, resource: ClickHouseResource, hosts: Iterable[Host], name: str | None, context: Any) -> None:
         self.resource = resource
@@ -96,7 +96,7 @@ class ClickHouseCluster:
 
     @classmethod
     def of(cls, resource: ClickHouseResource, context: Any = None) -> ClickHouseCluster:
-        """The cluster ``resource`` is configured with, its hosts read from ``system.clusters``."""
+        """The cluster `resource` is configured with, its hosts read from `system.clusters`."""
         if resource.is_embedded or not resource.cluster:
             return cls(resource, [Host(1, 1, None, None)], None, context)
         native = resource.target.kind == "native"
@@ -110,7 +110,7 @@ class ClickHouseCluster:
 
     @property
     def is_cluster(self) -> bool:
-        """A cluster is configured: ``events`` is ``Distributed`` over ``sharded_events`` on every host."""
+        """A cluster is configured: `events` is `Distributed` over `sharded_events` on every host."""
         return self.name is not None
 
     @property
@@ -122,13 +122,13 @@ class ClickHouseCluster:
         return by_shard
 
     def client(self, host: Host) -> Any:
-        """A client on ``host`` (a context manager, as ``ClickHouseResource.get_client``)."""
+        """A client on `host` (a context manager, as `ClickHouseResource.get_client`)."""
         return self.resource.get_client(self.context, host=host.address, port=host.port)
 
     def map_hosts(self, hosts: Iterable[Host], fn: Callable[[ClickHouseClient], T], what: str) -> dict[Host, T]:
-        """Run ``fn`` with a client on each of ``hosts`` at once; every host is tried even when one fails.
+        """Run `fn` with a client on each of `hosts` at once; every host is tried even when one fails.
 
-        Raises ``ClusterHostsError`` naming every host that failed (``ClusterHostsNotRetryableError`` when none
+        Raises `ClusterHostsError` naming every host that failed (`ClusterHostsNotRetryableError` when none
         of the failures is transient), after the others have finished.
         """
         chosen = list(hosts)
@@ -156,18 +156,18 @@ class ClickHouseCluster:
         return results
 
     def map_all_hosts(self, fn: Callable[[ClickHouseClient], T], what: str = "A statement") -> dict[Host, T]:
-        """Run ``fn`` on every host of the cluster (tables every host has: lookups, local tables)."""
+        """Run `fn` on every host of the cluster (tables every host has: lookups, local tables)."""
         return self.map_hosts(self.hosts, fn, what)
 
     def map_one_host_per_shard(self, fn: Callable[[ClickHouseClient], T], what: str = "A statement") -> dict[Host, T]:
-        """Run ``fn`` on the first replica of each shard (what replication carries to the shard's other hosts)."""
+        """Run `fn` on the first replica of each shard (what replication carries to the shard's other hosts)."""
         return self.map_hosts([hosts[0] for hosts in self.shards.values()], fn, what)
 
     def hosts_with_own_copy(self, table: str) -> list[Host]:
-        """The hosts where a change to ``table`` must be made for it to reach every copy of its rows.
+        """The hosts where a change to `table` must be made for it to reach every copy of its rows.
 
-        A ``Replicated*`` table passes a mutation to the shard's other replicas itself: one host per shard.
-        Any other table (a cluster whose copies ``Distributed`` writes, ``internal_replication=false``) has
+        A `Replicated*` table passes a mutation to the shard's other replicas itself: one host per shard.
+        Any other table (a cluster whose copies `Distributed` writes, `internal_replication=false`) has
         copies that know nothing of each other: every host.
         """
         first = self.hosts[0]
@@ -178,7 +178,7 @@ class ClickHouseCluster:
         return list(self.hosts)
 
     def map_every_copy(self, table: str, fn: Callable[[ClickHouseClient], T], what: str) -> dict[Host, T]:
-        """Run ``fn`` (a mutation of ``table``) where it reaches every copy of the table's rows."""
+        """Run `fn` (a mutation of `table`) where it reaches every copy of the table's rows."""
         return self.map_hosts(self.hosts_with_own_copy(table), fn, what)
 
     def command_on_all_hosts(self, sql: str, parameters: Mapping[str, Any] | None = None) -> int:

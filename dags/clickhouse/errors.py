@@ -40,7 +40,7 @@ class ClickHouseNotRetryableError(ClickHouseError, Failure):
     """A ClickHouse problem that trying again cannot fix: a malformed URL, an unknown database, refused
     credentials, a wrong statement, a server that stayed unreachable for the whole configured wait.
 
-    It is a Dagster ``Failure`` with retries disallowed, so the step's retry policy does not start the same
+    It is a Dagster `Failure` with retries disallowed, so the step's retry policy does not start the same
     doomed attempt again: the run fails at once with the message, which says what to change.
     """
 
@@ -107,7 +107,7 @@ def retry_with_backoff(
     base_delay: float,
     should_retry: Callable[[BaseException], bool] = is_transient,
 ) -> T:
-    """Run ``operation``; on a retryable error wait (exponential backoff with jitter) and try again."""
+    """Run `operation`; on a retryable error wait (exponential backoff with jitter) and try again."""
     for attempt in range(1, attempts + 1):
         try:
             return operation()

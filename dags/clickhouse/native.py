@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-# Settings of clickhouse-driver itself (it takes them out of ``settings`` before talking to the server).
-# Without ``server_side_params`` the driver formats values into the text with ``%`` and leaves the
-# project's ``{day:Date}`` placeholders unfilled; with it, the values travel beside the query and the
+# Settings of clickhouse-driver itself (it takes them out of `settings` before talking to the server).
+# Without `server_side_params` the driver formats values into the text with `%` and leaves the
+# project's `{day:Date}` placeholders unfilled; with it, the values travel beside the query and the
 # server binds them, as it does over HTTP.
 DRIVER_SETTINGS: dict[str, Any] = {
     "server_side_params": True,
@@ -36,8 +36,8 @@ _LITERAL_OR_PLACEHOLDER = re.compile(r"'(?:\\.|[^'\\])*'|`(?:\\.|[^`\\])*`|\{(\w
 class NativeBackend:
     """clickhouse-driver over the native protocol (port 9000), for clusters that expose only it.
 
-    Queries bind their values on the server (``server_side_params``) and read results as Arrow record
-    batches, one per block the server sends; inserts send columns, in blocks of ``insert_block_size`` rows.
+    Queries bind their values on the server (`server_side_params`) and read results as Arrow record
+    batches, one per block the server sends; inserts send columns, in blocks of `insert_block_size` rows.
     """
 
     def __init__(self, client: Any, connect: Callable[[], Any]):
@@ -157,7 +157,7 @@ class NativeBackend:
 
 
 class _Batches:
-    """The driver's record batches cast to ``schema``; ``ended`` once the server has sent the whole result
+    """The driver's record batches cast to `schema`; `ended` once the server has sent the whole result
     (or an error: the query is over either way)."""
 
     def __init__(self, reader: Any, schema: pa.Schema, client: Any):
@@ -183,8 +183,8 @@ class _Batches:
 
 
 def _cancel(client: Any) -> None:
-    """Cancel the query running on ``client``'s connection and read what the server still sends until it
-    confirms the end (bounded by ``CANCEL_SECONDS``); the connection is closed after this either way."""
+    """Cancel the query running on `client`'s connection and read what the server still sends until it
+    confirms the end (bounded by `CANCEL_SECONDS`); the connection is closed after this either way."""
     from clickhouse_driver.protocol import ServerPacketTypes
 
     connection = client.connection

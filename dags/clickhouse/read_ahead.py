@@ -25,13 +25,13 @@ _END = object()
 
 
 class ReadAhead(Generic[T]):
-    """Iterate ``source`` in a reader thread, at most ``depth`` items ahead of the consumer.
+    """Iterate `source` in a reader thread, at most `depth` items ahead of the consumer.
 
-    The reader starts on the next item only when there is room for it, so memory holds at most ``depth``
+    The reader starts on the next item only when there is room for it, so memory holds at most `depth`
     items waiting plus the one the reader is producing (besides the consumer's own). An error in the
-    reader is raised in the consumer at the point where its item would have arrived. ``stop()`` (call it when
+    reader is raised in the consumer at the point where its item would have arrived. `stop()` (call it when
     the consumer is done, normally or not) ends the reader: it stops after the item in hand, and if it is
-    still busy after a grace period (a slow query between two blocks) ``kill`` is called so the engine stops
+    still busy after a grace period (a slow query between two blocks) `kill` is called so the engine stops
     the query; the source is closed only after that, in the consumer's thread.
     """
 
@@ -98,7 +98,7 @@ class _Failed:
 
 
 def batches_of_exactly(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
-    """Regroup record batches into contiguous batches of exactly ``rows`` rows (the last may be shorter).
+    """Regroup record batches into contiguous batches of exactly `rows` rows (the last may be shorter).
 
     The batches then do not depend on how the engine happened to cut its blocks, so the same rows always
     give the same batches; memory holds at most one output batch plus one input batch.

@@ -33,24 +33,24 @@ class ClickHouseResource(ConfigurableResource):
     """ClickHouse for every asset, the same small interface whichever way it is reached.
 
     Open a client for the duration of an operation; it names the run, job and asset in the
-    ``log_comment`` of every query, retries transient errors with backoff, and raises errors that name
-    the statement. The embedded engine is opened only inside ``get_client`` (never at import) and is
+    `log_comment` of every query, retries transient errors with backoff, and raises errors that name
+    the statement. The embedded engine is opened only inside `get_client` (never at import) and is
     shared with other processes by waiting for its lock.
 
     Example:
-        .. code-block:: python
+        ```python
+        @asset
+        def daily_totals(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+            with clickhouse.get_client(context) as client:
+                client.command("INSERT INTO totals SELECT ... WHERE day = {day:Date}", {"day": "2024-03-15"})
+                table = client.query_arrow("SELECT * FROM totals")
+            return MaterializeResult(metadata={"rows": table.num_rows})
 
-            @asset
-            def daily_totals(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
-                with clickhouse.get_client(context) as client:
-                    client.command("INSERT INTO totals SELECT ... WHERE day = {day:Date}", {"day": "2024-03-15"})
-                    table = client.query_arrow("SELECT * FROM totals")
-                return MaterializeResult(metadata={"rows": table.num_rows})
-
-            Definitions(
-                assets=[daily_totals],
-                resources={"clickhouse": ClickHouseResource(url=EnvVar("CLICKHOUSE_URL"))},
-            )
+        Definitions(
+            assets=[daily_totals],
+            resources={"clickhouse": ClickHouseResource(url=EnvVar("CLICKHOUSE_URL"))},
+        )
+        ```
     """
 
     url: str = Field(
@@ -125,7 +125,7 @@ class ClickHouseResource(ConfigurableResource):
         """Hold the embedded engine open for the whole run (runs only: never in a sensor or a code server).
 
         chDB shuts the engine down when its last connection closes, and starting it again costs 0.1-0.2 s: paid
-        at every ``get_client`` of every step and check, it was most of a one-day run's fixed cost. The run takes
+        at every `get_client` of every step and check, it was most of a one-day run's fixed cost. The run takes
         the engine's lock once, as each step would have taken it in turn; another process waits for the run
         instead of for its current step.
         """
@@ -155,11 +155,11 @@ class ClickHouseResource(ConfigurableResource):
         port: int | None = None,
         create_database: bool = False,
     ) -> Iterator[ClickHouseClient]:
-        """Open a client for one operation; ``context`` is the asset or op context that names the queries.
+        """Open a client for one operation; `context` is the asset or op context that names the queries.
 
-        ``host`` and ``port``: one host of the cluster instead of the URL's. ``create_database``: on the embedded
+        `host` and `port`: one host of the cluster instead of the URL's. `create_database`: on the embedded
         engine, create the URL's database when it is missing. Only what sets up the local default (bin/demo,
-        ``demo_events``) asks for it; anything else fails on a missing database, so a typo in CLICKHOUSE_URL never
+        `demo_events`) asks for it; anything else fails on a missing database, so a typo in CLICKHOUSE_URL never
         reads as an empty database.
         """
         target = self.target
@@ -188,11 +188,11 @@ class ClickHouseResource(ConfigurableResource):
             backend.close()
 
     def get_cluster(self, context: Any = None) -> ClickHouseCluster:
-        """The hosts of ``cluster`` as read from ``system.clusters`` (the URL's one host without a cluster)."""
+        """The hosts of `cluster` as read from `system.clusters` (the URL's one host without a cluster)."""
         return ClickHouseCluster.of(self, context)
 
     def run_on_all_hosts(self, sql: str, parameters: Mapping[str, Any] | None = None, context: Any = None) -> int:
-        """Run a statement (``SYSTEM RELOAD DICTIONARY ...``) on every host of the cluster; returns host count.
+        """Run a statement (`SYSTEM RELOAD DICTIONARY ...`) on every host of the cluster; returns host count.
 
         Without a cluster, or on the embedded engine, there is one host. Every host is tried even when one
         fails; the error then names every host that failed and why.
@@ -202,7 +202,7 @@ class ClickHouseResource(ConfigurableResource):
     # -- connections --
 
     def _connect(self, host: str | None, port: int | None = None) -> ConnectBackend | NativeBackend:
-        """Connect to the server; one that does not answer is retried until ``connect_retry_seconds`` have passed.
+        """Connect to the server; one that does not answer is retried until `connect_retry_seconds` have passed.
 
         The first failed attempt is logged at once with the address, the variable that sets it and how to change
         the wait, then a line at least every 30 s. What retrying cannot fix (refused credentials, an unknown

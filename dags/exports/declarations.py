@@ -1,4 +1,4 @@
-"""The batch exports users declare in ``BATCH_EXPORTS_FILE`` (a contract): one entry per export, validated
+"""The batch exports users declare in `BATCH_EXPORTS_FILE` (a contract): one entry per export, validated
 whole when the location loads, with every problem listed (entry, field, what is allowed).
 
 ```yaml
@@ -15,8 +15,8 @@ exports:
     columns: [uuid, event, timestamp, distinct_id, properties]   # optional subset, in this order
 ```
 
-``${DAGSTER_HOME}`` in a destination stands for the Dagster instance folder, so that examples can write
-under it (``file://${DAGSTER_HOME}/batch_exports/...``); nothing else is expanded.
+`${DAGSTER_HOME}` in a destination stands for the Dagster instance folder, so that examples can write
+under it (`file://${DAGSTER_HOME}/batch_exports/...`); nothing else is expanded.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class BatchExport(BaseModel):
 
 
 def entry_problems(entry: BatchExport, dagster_home: Path) -> list[tuple[str, str]]:
-    """``(field, problem)`` for what the field types alone do not catch. ``entry`` may be partial (built
+    """`(field, problem)` for what the field types alone do not catch. `entry` may be partial (built
     from the fields that passed their type checks): a field it lacks is not checked."""
     problems: list[tuple[str, str]] = []
     dataset = DATASETS.get(getattr(entry, "dataset", ""))
@@ -111,15 +111,15 @@ def entry_problems(entry: BatchExport, dagster_home: Path) -> list[tuple[str, st
 
 
 def partial_entry(raw: dict[str, Any], error: ValidationError) -> BatchExport:
-    """The fields of ``raw`` that passed their type checks, unvalidated as a whole, so that the checks of
-    ``entry_problems`` still run on them: a type error in one field hides no other problem of the entry."""
+    """The fields of `raw` that passed their type checks, unvalidated as a whole, so that the checks of
+    `entry_problems` still run on them: a type error in one field hides no other problem of the entry."""
     failed = {issue["loc"][0] for issue in error.errors() if issue["loc"]}
     valid = {name: value for name, value in raw.items() if name in BatchExport.model_fields and name not in failed}
     return BatchExport.model_construct(**valid)
 
 
 def expand_destination(destination: str, dagster_home: Path) -> str:
-    """The destination with ``${DAGSTER_HOME}`` replaced by the instance folder (the only placeholder)."""
+    """The destination with `${DAGSTER_HOME}` replaced by the instance folder (the only placeholder)."""
     home = dagster_home.as_posix().lstrip("/")
     return destination.replace(f"file://{DAGSTER_HOME_PLACEHOLDER}", f"file:///{home}")
 
@@ -128,7 +128,7 @@ MAX_ALIASES = 20  # bounds what aliases can expand to (an alias bomb: a few line
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """A safe loader that refuses more than ``MAX_ALIASES`` YAML aliases."""
+    """A safe loader that refuses more than `MAX_ALIASES` YAML aliases."""
 
     aliases = 0
 
@@ -144,7 +144,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def read_document(path: Path, required: bool) -> Any:
-    """The YAML document in ``path``; every way the file cannot be read is a ``BatchExportsFileError``."""
+    """The YAML document in `path`; every way the file cannot be read is a `BatchExportsFileError`."""
     if not path.exists():
         if required:
             raise BatchExportsFileError(f"BATCH_EXPORTS_FILE names {path}, which does not exist")
@@ -170,10 +170,10 @@ def read_document(path: Path, required: bool) -> Any:
 def load_batch_exports(
     path: Path, dagster_home: Path, *, required: bool = False, deployment_destinations: dict[str, str] | None = None
 ) -> list[BatchExport]:
-    """The exports declared in ``path``, with destinations expanded; every problem raises together.
+    """The exports declared in `path`, with destinations expanded; every problem raises together.
 
-    A missing file declares no exports (a deployment without batch exports) unless ``required``
-    (``BATCH_EXPORTS_FILE`` named it). ``deployment_destinations`` (variable -> URL) are places no export may
+    A missing file declares no exports (a deployment without batch exports) unless `required`
+    (`BATCH_EXPORTS_FILE` named it). `deployment_destinations` (variable -> URL) are places no export may
     overlap.
     """
     document = read_document(path, required)

@@ -10,10 +10,10 @@ Place = tuple[str, ...]
 
 
 def destination_place(url: str) -> Place | None:
-    """``(kind, root..., path parts...)`` of a destination; ``None`` when the URL cannot be read (reported elsewhere).
+    """`(kind, root..., path parts...)` of a destination; `None` when the URL cannot be read (reported elsewhere).
 
-    ``file://`` paths are normalized (``/tmp/../etc`` is ``/etc``); a Postgres table without a schema is in
-    ``public``; the host and database are part of the place, the user is not.
+    `file://` paths are normalized (`/tmp/../etc` is `/etc`); a Postgres table without a schema is in
+    `public`; the host and database are part of the place, the user is not.
     """
     parsed = urlparse(url.strip())
     if parsed.scheme == "file":
@@ -40,7 +40,7 @@ def overlaps(first: Place, second: Place) -> bool:
 
 
 def overlap_problems(exports: list[tuple[str, str]], deployment: list[tuple[str, str]]) -> list[str]:
-    """A problem for every export (``(label, url)``) whose destination overlaps another's or the deployment's."""
+    """A problem for every export (`(label, url)`) whose destination overlaps another's or the deployment's."""
     places = [(label, destination_place(url)) for label, url in exports]
     fixed = [(label, destination_place(url)) for label, url in deployment]
     problems: list[str] = []

@@ -20,7 +20,7 @@ def manifest_json(
     exported_at: datetime,
     hour: int | None = None,
 ) -> bytes:
-    """The manifest of one interval's file; ``hour`` only for an hourly interval (``hour=HH`` folders)."""
+    """The manifest of one interval's file; `hour` only for an hourly interval (`hour=HH` folders)."""
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "dataset": dataset,

@@ -31,11 +31,11 @@ def write_parquet(
     empty_schema: "Callable[[], pa.Schema]",
     unique_valued_columns: Collection[str] = (),
 ) -> None:
-    """Write each batch as one row group of a zstd Parquet file at ``path``; a day without rows still gets a file.
+    """Write each batch as one row group of a zstd Parquet file at `path`; a day without rows still gets a file.
 
-    The batches come with contiguous columns and a fixed number of rows (``query_arrow_stream(batch_rows=...)``):
+    The batches come with contiguous columns and a fixed number of rows (`query_arrow_stream(batch_rows=...)`):
     page boundaries then depend on the rows alone, so the same rows always give the same bytes.
-    ``empty_schema`` gives the columns when the stream has no batch at all; ``unique_valued_columns`` are
+    `empty_schema` gives the columns when the stream has no batch at all; `unique_valued_columns` are
     written without a dictionary.
     """
     import pyarrow.parquet as pq
@@ -79,7 +79,7 @@ def describe_parquet_file(path: Path) -> ParquetFileInfo:
 
 
 def describe_parquet_footer(footer: bytes, size: int, checksum: dict[str, str]) -> ParquetFileInfo:
-    """Describe a remote Parquet file from its footer alone (the last bytes: metadata, length, ``PAR1``)."""
+    """Describe a remote Parquet file from its footer alone (the last bytes: metadata, length, `PAR1`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

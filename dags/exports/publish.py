@@ -160,8 +160,8 @@ def export_day(
     run_id: str,
     selection: ExportSelection = EVERYTHING,
 ) -> DayExport:
-    """Export one day (or one hour: an ``ExportWindow``) of ``dataset``, only the rows and columns of
-    ``selection``: clean up leftovers, write the file in one atomic step, then the manifest."""
+    """Export one day (or one hour: an `ExportWindow`) of `dataset`, only the rows and columns of
+    `selection`: clean up leftovers, write the file in one atomic step, then the manifest."""
     started = time.monotonic()
     window = interval if isinstance(interval, ExportWindow) else ExportWindow.of_day(interval)
     folder = window.folder(dataset.name)

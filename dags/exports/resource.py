@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # loaded when used: together they would triple a code server'
 
 
 def parse_destination_url(url: str) -> tuple[str, str, str]:
-    """``(scheme, bucket or folder, prefix)`` of a destination URL (for Postgres: ``("postgresql", connection
+    """`(scheme, bucket or folder, prefix)` of a destination URL (for Postgres: ``("postgresql", connection
     URL, table)``); a bad URL raises a ValueError that says why."""
     parsed = urlparse(url.strip())
     if parsed.scheme in ("postgresql", "postgres"):
@@ -52,7 +52,7 @@ def parse_destination_url(url: str) -> tuple[str, str, str]:
     )
 
 
-# The credentials an export may take from variables of its own (``credentials_env``), by their standard names.
+# The credentials an export may take from variables of its own (`credentials_env`), by their standard names.
 CREDENTIAL_NAMES = (
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -67,22 +67,22 @@ class ExportDestination(ConfigurableResource):
     """Where the Parquet exports go, and how the data gets there.
 
     Credentials never go in this resource's config: S3 uses the AWS variables boto3 reads
-    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
-    ``AWS_REGION``, ``AWS_ENDPOINT_URL``), GCS the application default credentials (and
-    ``STORAGE_EMULATOR_HOST``).
+    (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE`,
+    `AWS_REGION`, `AWS_ENDPOINT_URL`), GCS the application default credentials (and
+    `STORAGE_EMULATOR_HOST`).
 
     Example:
-        .. code-block:: python
-
-            Definitions(
-                assets=[events_export],
-                resources={
-                    "clickhouse": ClickHouseResource(url=EnvVar("CLICKHOUSE_URL")),
-                    "export_destination": ExportDestination(
-                        url="s3://our-exports/warehouse", s3=S3Resource(), gcs=GCSResource()
-                    ),
-                },
-            )
+        ```python
+        Definitions(
+            assets=[events_export],
+            resources={
+                "clickhouse": ClickHouseResource(url=EnvVar("CLICKHOUSE_URL")),
+                "export_destination": ExportDestination(
+                    url="s3://our-exports/warehouse", s3=S3Resource(), gcs=GCSResource()
+                ),
+            },
+        )
+        ```
     """
 
     url: str = Field(description="file:///absolute/path, s3://bucket/prefix or gs://bucket/prefix.")
@@ -128,7 +128,7 @@ class ExportDestination(ConfigurableResource):
     gcs: ResourceDependency["GCSResource | None"] = None
 
     def credential(self, name: str) -> str | None:
-        """The value of a standard credential from the variable ``credentials_env`` names for it; None when it
+        """The value of a standard credential from the variable `credentials_env` names for it; None when it
         names none. A named variable that is unset fails, naming it, before any data moves."""
         variable = self.credentials_env.get(name)
         if variable is None:
@@ -173,7 +173,7 @@ class ExportDestination(ConfigurableResource):
             raise DestinationAccessError(f"Cannot open a client for {self.url}: {error}") from None
 
     def _s3_resource(self) -> "S3Resource":
-        """The S3 resource, with the export's own credentials when ``credentials_env`` names them."""
+        """The S3 resource, with the export's own credentials when `credentials_env` names them."""
         names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL")
         if not any(name in self.credentials_env for name in names):
             return self.s3 or default_s3_resource()
@@ -190,7 +190,7 @@ class ExportDestination(ConfigurableResource):
         )
 
     def _gcs_resource(self) -> "GCSResource | ServiceAccountGCS":
-        """The GCS resource, or the export's own service account key when ``credentials_env`` names one."""
+        """The GCS resource, or the export's own service account key when `credentials_env` names one."""
         key_file = self.credential("GOOGLE_APPLICATION_CREDENTIALS")
         if key_file is None:
             return self.gcs or default_gcs_resource()
@@ -201,7 +201,7 @@ class ExportDestination(ConfigurableResource):
 
 
 class ServiceAccountGCS:
-    """A GCS client from one service account key file, as ``GCSBucket`` asks a resource for it."""
+    """A GCS client from one service account key file, as `GCSBucket` asks a resource for it."""
 
     def __init__(self, key_file: str):
         self.key_file = key_file
@@ -230,7 +230,7 @@ def default_gcs_resource() -> "GCSResource":
 
 
 def export_destination_from_env(settings: ExportSettings | None = None) -> ExportDestination:
-    """The export destination as the environment configures it (``EXPORT_DESTINATION_URL`` and friends)."""
+    """The export destination as the environment configures it (`EXPORT_DESTINATION_URL` and friends)."""
     settings = settings or load_export_settings()
     url = settings.effective_destination_url
     local = url.startswith("file:")
@@ -253,8 +253,8 @@ def _export_destination_from_env(_: InitResourceContext) -> ExportDestination:
 
 @cache
 def export_destination() -> ResourceDefinition:
-    """The ``export_destination`` resource of this process: the destination the environment configures, built
+    """The `export_destination` resource of this process: the destination the environment configures, built
     when a step that writes or rewrites exports starts, never when a location loads, so a broken export setting
     fails those steps (naming the variable) and leaves the other jobs of a location running. One object, so
-    that ``dags.definitions`` can merge the locations that use it (data exports, data deletion)."""
+    that `dags.definitions` can merge the locations that use it (data exports, data deletion)."""
     return _export_destination_from_env

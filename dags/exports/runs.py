@@ -35,8 +35,8 @@ def run_export(
     hourly: bool = False,
     name: str | None = None,
 ) -> MaterializeResult:
-    """Export every interval of the run (days, or hours when ``hourly``), only the rows and columns of
-    ``selection``; a failing interval does not stop the others, and the run then fails naming it. ``name``
+    """Export every interval of the run (days, or hours when `hourly`), only the rows and columns of
+    `selection`; a failing interval does not stop the others, and the run then fails naming it. `name`
     (a batch export's) prefixes every message instead of the dataset's name."""
     started = time.monotonic()
     label = name or dataset.name

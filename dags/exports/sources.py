@@ -18,7 +18,7 @@ class SourceNotReadyError(Exception):
 
 def require_source(client: ClickHouseClient, dataset: ExportDataset, day: date) -> None:
     """Fail unless the dataset's day can be read: its table exists and, for a table filled day by day by
-    another asset, the day was filled whenever ``events`` has pageviews for it (else an empty file would lie)."""
+    another asset, the day was filled whenever `events` has pageviews for it (else an empty file would lie)."""
     if not client.command("EXISTS TABLE {table:Identifier}", {"table": dataset.source_table}):
         raise SourceNotReadyError(
             f"{dataset.name} {day}: there is no table {dataset.source_table!r} in database {client.database!r}. "

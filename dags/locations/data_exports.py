@@ -1,6 +1,6 @@
 """The data exports team's location: the export assets, jobs and schedules, with their destination, and the
 batch exports users declare in BATCH_EXPORTS_FILE (an invalid file leaves out only the batch exports, with
-the stand-in job ``batch_exports_failed_to_load`` in their place)."""
+the stand-in job `batch_exports_failed_to_load` in their place)."""
 
 from dagster import Definitions
 

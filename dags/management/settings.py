@@ -1,7 +1,7 @@
 """The data platform team's backup settings, read from the environment.
 
-``CLICKHOUSE_BACKUP_URL`` is read when the location loads (a bad one fails this location with the variable's
-name); ``CLICKHOUSE_BACKUP_RETENTION_DAYS`` only when the retention step runs, so a bad value fails that step
+`CLICKHOUSE_BACKUP_URL` is read when the location loads (a bad one fails this location with the variable's
+name); `CLICKHOUSE_BACKUP_RETENTION_DAYS` only when the retention step runs, so a bad value fails that step
 and leaves the backups themselves, the restores and the other jobs loading.
 """
 
@@ -28,7 +28,7 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 @dataclass(frozen=True)
 class BackupLocation:
-    """Where backups go: an S3 bucket and prefix, or a folder on the ClickHouse server (``file://``)."""
+    """Where backups go: an S3 bucket and prefix, or a folder on the ClickHouse server (`file://`)."""
 
     scheme: str  # "s3" or "file"
     bucket: str  # S3 only, "" for a folder
@@ -36,7 +36,7 @@ class BackupLocation:
 
     @property
     def url(self) -> str:
-        """The location as written in ``CLICKHOUSE_BACKUP_URL`` (never carries credentials)."""
+        """The location as written in `CLICKHOUSE_BACKUP_URL` (never carries credentials)."""
         if self.scheme == "s3":
             return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         return f"file://{self.prefix}"
@@ -47,7 +47,7 @@ class BackupLocation:
 
 
 def parse_backup_url(url: str, variable: str = BACKUP_URL_VARIABLE) -> BackupLocation:
-    """``s3://bucket/prefix`` or ``file:///absolute/folder``; anything else raises ``ValueError`` naming it."""
+    """`s3://bucket/prefix` or `file:///absolute/folder`; anything else raises `ValueError` naming it."""
     parsed = urlparse(url.strip())
     if parsed.scheme == "s3":
         if "@" in parsed.netloc or parsed.password or parsed.username:
@@ -73,7 +73,7 @@ def parse_backup_url(url: str, variable: str = BACKUP_URL_VARIABLE) -> BackupLoc
 class BackupSettings:
     """Where ClickHouse backups go and how long they are kept.
 
-    ``location`` is None when ``CLICKHOUSE_BACKUP_URL`` is unset: the location loads, and the backup jobs
+    `location` is None when `CLICKHOUSE_BACKUP_URL` is unset: the location loads, and the backup jobs
     fail at their first step saying which variable to set.
     """
 
@@ -82,13 +82,13 @@ class BackupSettings:
 
 
 def load_backup_location() -> BackupLocation | None:
-    """``CLICKHOUSE_BACKUP_URL`` as it is now; None when unset."""
+    """`CLICKHOUSE_BACKUP_URL` as it is now; None when unset."""
     url = os.environ.get(BACKUP_URL_VARIABLE, "").strip()
     return parse_backup_url(url) if url else None
 
 
 def load_retention_days() -> int:
-    """``CLICKHOUSE_BACKUP_RETENTION_DAYS`` as it is now (30 when unset); a bad value raises naming it."""
+    """`CLICKHOUSE_BACKUP_RETENTION_DAYS` as it is now (30 when unset); a bad value raises naming it."""
     return env_positive_int(RETENTION_DAYS_VARIABLE, DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS)
 
 

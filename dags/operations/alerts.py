@@ -39,7 +39,7 @@ def consecutive_failure_threshold(run: DagsterRun) -> int:
 
 
 def consecutive_failures(context: RunFailureSensorContext, run: DagsterRun, look_back: int) -> int:
-    """How many finished runs of this job, up to and including ``run``, failed in a row (at most ``look_back``)."""
+    """How many finished runs of this job, up to and including `run`, failed in a row (at most `look_back`)."""
     finished = context.instance.get_runs(
         filters=RunsFilter(
             job_name=run.job_name,
@@ -65,7 +65,7 @@ def _created_at(context: RunFailureSensorContext, run: DagsterRun) -> datetime |
 
 
 def settings_to_make(context: RunFailureSensorContext) -> list[str]:
-    """The variables to set when every failed step failed only for want of one (``NotConfiguredError``), else []:
+    """The variables to set when every failed step failed only for want of one (`NotConfiguredError`), else []:
     such a run needs someone to configure it, not an incident alert."""
     variables: list[str] = []
     for event in context.get_step_failure_events():

@@ -7,7 +7,7 @@ from dags.common import owner_of_asset
 
 
 def run_owner(run: DagsterRun) -> str:
-    """Who answers for a run: its ``owner`` tag (jobs carry it), else the owner of the assets it materializes.
+    """Who answers for a run: its `owner` tag (jobs carry it), else the owner of the assets it materializes.
 
     Materializing assets from the UI launches an ad-hoc asset job whose run has no owner tag of its own.
     Several owners come back comma-separated; no owner at all is an empty string.

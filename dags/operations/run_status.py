@@ -1,4 +1,4 @@
-"""Run health in ClickHouse: every run's start, success, failure and cancellation in ``dagster_run_status``,
+"""Run health in ClickHouse: every run's start, success, failure and cancellation in `dagster_run_status`,
 so run health can be queried next to the data it produced."""
 
 from collections.abc import Sequence
@@ -49,7 +49,7 @@ RECORDED_STATUSES: Sequence[DagsterRunStatus] = (
 def record_run_status(
     context: RunStatusSensorContext, clickhouse: ClickHouseResource, status: DagsterRunStatus
 ) -> None:
-    """Write the run's transition to ``dagster_run_status``; ClickHouse is open only for this write."""
+    """Write the run's transition to `dagster_run_status`; ClickHouse is open only for this write."""
     run = context.dagster_run
     record = context.instance.get_run_record_by_id(run.run_id)
     when = None

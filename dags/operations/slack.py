@@ -1,4 +1,4 @@
-"""Slack for failure alerts (the Slack SDK's ``WebClient``, as dagster-slack uses it), with each team's channel;
+"""Slack for failure alerts (the Slack SDK's `WebClient`, as dagster-slack uses it), with each team's channel;
 no token means "log only"."""
 
 from typing import TYPE_CHECKING
@@ -25,13 +25,13 @@ ALERT_CHANNELS: dict[str, str] = {
 
 
 class SlackAlertsResource(ConfigurableResource):
-    """Slack's Web API (the same ``token`` field and ``get_client()`` as dagster-slack's ``SlackResource``), plus
+    """Slack's Web API (the same `token` field and `get_client()` as dagster-slack's `SlackResource`), plus
     where alerts go and where the UI is; no token means "log only".
 
     Example:
-        .. code-block:: python
-
-            SlackAlertsResource(token=EnvVar("SLACK_BOT_TOKEN"), default_channel="#data-alerts")
+        ```python
+        SlackAlertsResource(token=EnvVar("SLACK_BOT_TOKEN"), default_channel="#data-alerts")
+        ```
     """
 
     token: str = Field(

@@ -1,10 +1,10 @@
 """The web analytics pre-aggregate assets and their job: hourly stats and bounces per team, read by the
 web analytics dashboards.
 
-Dashboards must not scan raw ``events`` on every query, so two daily partitioned tables hold aggregate
-*states* (``uniqState``, ``sumState``) per team, hour and dimension values; a dashboard merges them for
-any date range and filter. Each run recomputes its partition window idempotently (``refresh.py``). At most
-one run that touches these tables runs at a time (the ``web_analytics`` pool, limited in ``dagster.yaml``).
+Dashboards must not scan raw `events` on every query, so two daily partitioned tables hold aggregate
+*states* (`uniqState`, `sumState`) per team, hour and dimension values; a dashboard merges them for
+any date range and filter. Each run recomputes its partition window idempotently (`refresh.py`). At most
+one run that touches these tables runs at a time (the `web_analytics` pool, limited in `dagster.yaml`).
 """
 
 import time
@@ -51,7 +51,7 @@ def configs_in_run(context: AssetExecutionContext, config: WebPreaggregatedConfi
     """This asset's config and that of every other web analytics asset the run materializes.
 
     Dagster's config schema cannot say "non-negative" or "at least one", so the launchpad accepts
-    ``team_ids: [-1]``; checking every asset's config in the first step to run means a run never rewrites
+    `team_ids: [-1]`; checking every asset's config in the first step to run means a run never rewrites
     one table and then fails on the other's config.
     """
     ops = context.run.run_config.get("ops") or {}
@@ -156,7 +156,7 @@ def web_pre_aggregated_stats(
     """Pageviews, unique sessions and unique persons per team, hour, pathname and visitor dimensions.
 
     The dashboards' traffic and paths panels read this instead of raw events. Partitions: one per day
-    (``YYYY-MM-DD``, UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
+    (`YYYY-MM-DD`, UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
     """
     yield from materialize_window(context, config, clickhouse, STATS)
 
@@ -168,7 +168,7 @@ def web_pre_aggregated_bounces(
     """Sessions per team, hour of their first event, entry and end pathname and visitor dimensions.
 
     With bounces (one pageview, no autocapture, under 10 seconds), total duration and session count,
-    for the dashboards' bounce rate and session duration panels. Partitions: one per day (``YYYY-MM-DD``,
+    for the dashboards' bounce rate and session duration panels. Partitions: one per day (`YYYY-MM-DD`,
     UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
     """
     yield from materialize_window(context, config, clickhouse, BOUNCES)

@@ -1,4 +1,4 @@
-"""The pre-aggregates' checks: their totals per team and day equal those computed from ``events``.
+"""The pre-aggregates' checks: their totals per team and day equal those computed from `events`.
 
 Each check is evaluated for each day a run computed, from one query per check over the run's window grouped
 by day, and recorded on that day's partition: a backfill run of many days records the same per-day results
@@ -107,7 +107,7 @@ def team_day_totals(
     end_day: date,
     team_ids: Sequence[int] | None = None,
 ) -> tuple[TeamDayTotals, TeamDayTotals]:
-    """(pageviews, sessions) per team and day of the window: in the pre-aggregate, and from ``events``."""
+    """(pageviews, sessions) per team and day of the window: in the pre-aggregate, and from `events`."""
     params = window_parameters(first_day, end_day, team_ids)
     table_rows = client.query_rows(TABLE_TOTALS, {**params, "table": pre_aggregate.table})
     event_rows = client.query_rows(pre_aggregate.totals_from_events_sql, params)
@@ -126,7 +126,7 @@ def check_totals(
     end_day: date,
     team_ids: Sequence[int] | None = None,
 ) -> tuple[AssetCheckResult, AssetCheckResult]:
-    """Compare the pre-aggregate's pageviews and sessions per team and day with ``events`` itself, over the
+    """Compare the pre-aggregate's pageviews and sessions per team and day with `events` itself, over the
     whole window at once."""
     table, events = team_day_totals(client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids)
     return totals_results(table, events)
@@ -140,7 +140,7 @@ def check_totals_by_day(
     end_day: date,
     team_ids: Sequence[int] | None = None,
 ) -> dict[str, tuple[AssetCheckResult, AssetCheckResult]]:
-    """``check_totals`` for each day of the window on its own (the same two queries, split by day)."""
+    """`check_totals` for each day of the window on its own (the same two queries, split by day)."""
     table, events = team_day_totals(client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids)
 
     def of_day(totals: TeamDayTotals, day: str) -> TeamDayTotals:
@@ -181,10 +181,10 @@ def partition_check_events(
 ) -> Iterator[Output | AssetCheckEvaluation]:
     """Each check's result for each partition the run computed, as the events the UI reads per partition.
 
-    ``AssetCheckResult`` has no partition: returned from a run of many partitions, it is recorded once,
+    `AssetCheckResult` has no partition: returned from a run of many partitions, it is recorded once,
     unpartitioned, and each partition's check shows "Skipped". So each result becomes an
-    ``AssetCheckEvaluation`` of its partition, pointing at that partition's materialization by this run.
-    Yield this after the asset's ``MaterializeResult``, whose materializations it looks up.
+    `AssetCheckEvaluation` of its partition, pointing at that partition's materialization by this run.
+    Yield this after the asset's `MaterializeResult`, whose materializations it looks up.
     """
     records = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=list(results_by_partition)),

@@ -1,7 +1,7 @@
 """Recomputing a window of days idempotently: compute into a staging table, then replace each day's partition.
 
-One ``INSERT ... SELECT`` computes the whole window into a staging table of the run's own; then each day
-replaces the target's partition with ``ALTER TABLE ... REPLACE PARTITION``: a day is replaced atomically,
+One `INSERT ... SELECT` computes the whole window into a staging table of the run's own; then each day
+replaces the target's partition with `ALTER TABLE ... REPLACE PARTITION`: a day is replaced atomically,
 and running a day twice leaves exactly what running it once leaves.
 """
 
@@ -38,7 +38,7 @@ def staging_table_name(target: str, run_id: str) -> str:
 
 @contextmanager
 def staging_table(client: ClickHouseClient, target: str, run_id: str) -> Iterator[str]:
-    """A fresh empty copy of ``target``'s structure for this run, dropped afterwards (also on failure)."""
+    """A fresh empty copy of `target`'s structure for this run, dropped afterwards (also on failure)."""
     name = staging_table_name(target, run_id)
     client.command("DROP TABLE IF EXISTS {name:Identifier} SYNC", {"name": name})  # a retried step's leftover
     # `AS {target:Identifier}` does not parse; the target is one of this package's table names.
@@ -70,7 +70,7 @@ def window_parameters(first_day: date, end_day: date, team_ids: Sequence[int] | 
 
 
 def swap_in_day(client: ClickHouseClient, target: str, staging: str, day: date, staged: bool) -> None:
-    """Make ``target``'s partition of ``day`` what ``staging`` holds for it (nothing, when ``staged`` is false)."""
+    """Make `target`'s partition of `day` what `staging` holds for it (nothing, when `staged` is false)."""
     partition = day.strftime("%Y%m%d")
     # ALTER takes no identifier parameters; both names are ours (a table constant, the run id).
     if staged:
@@ -96,7 +96,7 @@ def refresh_window(
     team_ids: Sequence[int] | None = None,
     extra_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Recompute the days ``[first_day, end_day)`` of one pre-aggregate; returns what happened, for metadata.
+    """Recompute the days `[first_day, end_day)` of one pre-aggregate; returns what happened, for metadata.
 
     One INSERT ... SELECT computes the whole window into a staging table; then each day replaces the
     target's partition (a day with no rows is dropped from the target, so deleted events disappear too).

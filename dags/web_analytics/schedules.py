@@ -104,5 +104,5 @@ WEB_ANALYTICS_SCHEDULES = [web_analytics_yesterday_schedule, web_analytics_today
     description=f"Makes sure the {WEB_ANALYTICS_POOL} pool has its limit before any of its runs is queued.",
 )
 def web_analytics_pool_limit_sensor(context: SensorEvaluationContext) -> SkipReason:
-    """Write the pool's limit to the instance if it has none yet (see ``ensure_pool_limits``)."""
+    """Write the pool's limit to the instance if it has none yet (see `ensure_pool_limits`)."""
     return ensure_pool_limits(context.instance, [WEB_ANALYTICS_POOL])

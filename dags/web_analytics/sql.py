@@ -1,7 +1,7 @@
-"""The SQL that computes the pre-aggregates from ``events`` and checks them against it.
+"""The SQL that computes the pre-aggregates from `events` and checks them against it.
 
-Column lists come from the dimensions declared in ``schema.py``; values and table names are bound by the
-server (``{first_day:Date}``, ``{staging:Identifier}``). A run limited to some teams binds their ids; an
+Column lists come from the dimensions declared in `schema.py`; values and table names are bound by the
+server (`{first_day:Date}`, `{staging:Identifier}`). A run limited to some teams binds their ids; an
 empty list means every team, so the team condition is always in the statement.
 """
 
@@ -26,11 +26,11 @@ PROPERTIES_TUPLE = (
 
 
 def parse_properties(properties: str) -> str:
-    """The expression that parses the JSON ``properties`` into a tuple of the properties read here.
+    """The expression that parses the JSON `properties` into a tuple of the properties read here.
 
     Only a JSON object has properties: an array or a scalar would otherwise be read by position (an array's
     first element as the pathname), so anything that is not an object reads as empty properties, as does
-    invalid JSON. Such events still count; the ``no_events_left_out`` check reports how many there were.
+    invalid JSON. Such events still count; the `no_events_left_out` check reports how many there were.
     """
     return f"JSONExtract(if(startsWith(trimLeft({properties}), '{{'), {properties}, '{{}}'), '{PROPERTIES_TUPLE}')"
 
@@ -40,7 +40,7 @@ def property_of(parsed: str, key: str) -> str:
 
 
 def dimension_expressions(parsed: str) -> str:
-    """SELECT expressions for the dimension columns, from a tuple made by ``parse_properties``."""
+    """SELECT expressions for the dimension columns, from a tuple made by `parse_properties`."""
     expressions = []
     for column, (key, _) in DIMENSION_PROPERTIES.items():
         value = property_of(parsed, key)

@@ -1,1 +1,1 @@
-"""Where exports go: one module per kind of destination, each offering what ``base.Destination`` declares."""
+"""Where exports go: one module per kind of destination, each offering what `base.Destination` declares."""

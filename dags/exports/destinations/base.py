@@ -19,7 +19,7 @@ class DestinationUnreachableError(Exception):
 
 
 class Destination:
-    """One open destination for one run. Paths are relative to the destination root, ``/``-separated."""
+    """One open destination for one run. Paths are relative to the destination root, `/`-separated."""
 
     url: str  # without credentials: safe for logs, metadata and the UI
     supports_clickhouse_writes: bool = False
@@ -28,7 +28,7 @@ class Destination:
         """Fail fast, before any data moves, when the destination refuses us."""
 
     def clean_up(self, folder: str) -> list[str]:
-        """Remove what a crashed run left in ``folder`` (temporary files, incomplete uploads)."""
+        """Remove what a crashed run left in `folder` (temporary files, incomplete uploads)."""
         return []
 
     def staging_path(self, folder: str, run_id: str) -> Path:
@@ -36,7 +36,7 @@ class Destination:
         raise NotImplementedError
 
     def publish(self, staging: Path, folder: str) -> None:
-        """Make ``staging`` the day's ``data.parquet`` in one atomic step; ``staging`` is consumed."""
+        """Make `staging` the day's `data.parquet` in one atomic step; `staging` is consumed."""
         raise NotImplementedError
 
     def write_small_file(self, path: str, content: bytes) -> None:
@@ -44,11 +44,11 @@ class Destination:
         raise NotImplementedError
 
     def exists(self, path: str) -> bool:
-        """Whether a file is published at ``path`` (data deletion rewrites only days already exported)."""
+        """Whether a file is published at `path` (data deletion rewrites only days already exported)."""
         raise NotImplementedError
 
     def read_bytes(self, path: str) -> bytes:
-        """The content of the file at ``path`` (data deletion reads rewritten files back to verify them)."""
+        """The content of the file at `path` (data deletion reads rewritten files back to verify them)."""
         raise NotImplementedError
 
     def url_of(self, path: str) -> str:

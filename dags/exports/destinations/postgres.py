@@ -1,10 +1,10 @@
 """A Postgres table, exactly once per interval: one transaction deletes the interval's rows, then loads the
-new ones with ``COPY`` fed from the Arrow batches ClickHouse streams.
+new ones with `COPY` fed from the Arrow batches ClickHouse streams.
 
 A rerun replaces the interval; a run killed at any moment (the connection lost, the backend terminated) rolls
 back, so the previous rows stay and readers never see half an interval. The password never comes from the
-URL: from the variable named in the export's ``credentials_env`` (``PGPASSWORD``), or libpq's own
-``PGPASSWORD`` / ``.pgpass``.
+URL: from the variable named in the export's `credentials_env` (`PGPASSWORD`), or libpq's own
+`PGPASSWORD` / `.pgpass`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CONNECT_TIMEOUT_SECONDS = 15
 
 @dataclass(frozen=True)
 class PostgresUrl:
-    """A ``postgresql://user@host:5432/db?table=schema.name`` destination, parsed: libpq's connection URL
+    """A `postgresql://user@host:5432/db?table=schema.name` destination, parsed: libpq's connection URL
     (any libpq option but a password) and the table."""
 
     conninfo: str
@@ -95,7 +95,7 @@ def postgres_type(name: str, arrow_type: pa.DataType) -> str:
 
 
 def with_team_column(selection: ExportSelection) -> ExportSelection:
-    """The selection a Postgres table is loaded with: its columns and ``team_id`` (every dataset has it), so
+    """The selection a Postgres table is loaded with: its columns and `team_id` (every dataset has it), so
     that an interval's delete can always be scoped to the export's team."""
     if not selection.columns or "team_id" in selection.columns:
         return selection
@@ -178,7 +178,7 @@ class PostgresTable:
 
     @staticmethod
     def _may_add_team_column(connection: psycopg.Connection, qualified: str) -> bool:
-        """The table has ``team_id``, or the user owns it and can add it."""
+        """The table has `team_id`, or the user owns it and can add it."""
         return connection.execute(
             "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'team_id' "
             "AND NOT attisdropped) OR pg_has_role((SELECT relowner FROM pg_class WHERE oid = to_regclass(%s)), "
@@ -220,7 +220,7 @@ class PostgresTable:
         cursor.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self._identifier(), columns))
 
     def _add_team_column(self, cursor: psycopg.Cursor) -> list[str]:
-        """Give a table made without ``team_id`` (by a user, or by an export whose columns omitted it) the
+        """Give a table made without `team_id` (by a user, or by an export whose columns omitted it) the
         column every interval's delete filters on; its existing rows keep an unknown (NULL) team."""
         from psycopg import sql
 
@@ -323,7 +323,7 @@ class PostgresTable:
 
 
 def _csv_chunks(batches: Iterator[pa.RecordBatch], options: Any) -> Iterator[tuple[int, bytes]]:
-    """Each record batch as CSV text for ``COPY``: Arrow's writer quotes an empty string and leaves a null
+    """Each record batch as CSV text for `COPY`: Arrow's writer quotes an empty string and leaves a null
     bare, which is how Postgres' CSV format tells them apart."""
     import pyarrow.csv
 

@@ -1,11 +1,11 @@
-"""Values Postgres refuses, made ones it accepts, so that one bad event never blocks an interval's ``COPY``.
+"""Values Postgres refuses, made ones it accepts, so that one bad event never blocks an interval's `COPY`.
 
-Postgres text cannot hold a NUL character nor invalid UTF-8, and ``jsonb`` takes only valid JSON without
-``\\u0000``. ClickHouse's ``String`` holds any bytes. So every text column is read with its NUL characters
-removed (as other exporters do) and invalid UTF-8 replaced by U+FFFD; a ``properties`` value that is still not
+Postgres text cannot hold a NUL character nor invalid UTF-8, and `jsonb` takes only valid JSON without
+`\\u0000`. ClickHouse's `String` holds any bytes. So every text column is read with its NUL characters
+removed (as other exporters do) and invalid UTF-8 replaced by U+FFFD; a `properties` value that is still not
 valid JSON is stored as a JSON string of its text (the jsonb column stays valid and nothing is lost); a
-``\\u0000`` escape in valid JSON is removed. The work is done by ClickHouse in the stream's own query, which
-also reports, per row, what it changed; only the rare ``\\u0000`` escapes are handled here.
+`\\u0000` escape in valid JSON is removed. The work is done by ClickHouse in the stream's own query, which
+also reports, per row, what it changed; only the rare `\\u0000` escapes are handled here.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def _is_text(arrow_type: pa.DataType) -> bool:
 
 
 def repairing_query(query: str, schema: pa.Schema, json_columns: frozenset[str], skip: frozenset[str]) -> str:
-    """``query`` with its text columns (but ``skip``) made acceptable to Postgres, same names and order, and
-    the ``FLAG_COLUMNS`` after them. The inner columns are renamed first so that no alias shadows a source."""
+    """`query` with its text columns (but `skip`) made acceptable to Postgres, same names and order, and
+    the `FLAG_COLUMNS` after them. The inner columns are renamed first so that no alias shadows a source."""
     renamed = ", ".join(f"{quote_identifier(name)} AS __c{index}" for index, name in enumerate(schema.names))
     outputs: list[str] = []
     nul_terms, utf8_terms = ["0"], ["0"]
@@ -89,7 +89,7 @@ def repairing_query(query: str, schema: pa.Schema, json_columns: frozenset[str],
 def repaired_batch(
     batch: pa.RecordBatch, names: list[str], json_columns: frozenset[str]
 ) -> tuple[pa.RecordBatch, ValueRepairs]:
-    """The batch's ``names`` columns, with the ``\\u0000`` escapes ClickHouse flagged removed, and what its
+    """The batch's `names` columns, with the `\\u0000` escapes ClickHouse flagged removed, and what its
     query and this changed."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -117,7 +117,7 @@ def repaired_batch(
 def repaired_batches(
     stream: Iterable[pa.RecordBatch], names: list[str], json_columns: frozenset[str], repairs: ValueRepairs
 ) -> Iterator[pa.RecordBatch]:
-    """Each batch of the repairing query's ``stream`` as ``repaired_batch`` makes it; counts go to ``repairs``."""
+    """Each batch of the repairing query's `stream` as `repaired_batch` makes it; counts go to `repairs`."""
     for batch in stream:
         repaired, counts = repaired_batch(batch, names, json_columns)
         repairs.add(counts)

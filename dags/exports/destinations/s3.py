@@ -176,7 +176,7 @@ class S3Bucket(Destination):
         return f"{endpoint_url.rstrip('/')}/{self.bucket}/{quote(self.key(path))}"
 
     def describe_object(self, path: str) -> ParquetFileInfo:
-        """Describe the Parquet object at ``path`` from its footer (two small ranged reads)."""
+        """Describe the Parquet object at `path` from its footer (two small ranged reads)."""
         key = self.key(path)
         head = self._call("read", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
         size = int(head["ContentLength"])

@@ -27,7 +27,7 @@ FULL_BACKUP_MAX_AGE = timedelta(days=7)
 
 @dataclass(frozen=True)
 class TableFingerprint:
-    """A table's row count and content checksum (``sum(cityHash64(*))``): what a restore must reproduce."""
+    """A table's row count and content checksum (`sum(cityHash64(*))`): what a restore must reproduce."""
 
     rows: int
     checksum: int
@@ -65,7 +65,7 @@ class BackupResult:
         )  # fmt: skip
 
     def table_rows(self) -> dict[str, int]:
-        """Rows per table at backup time; on a cluster per shard and table (``shard_2_sharded_events``)."""
+        """Rows per table at backup time; on a cluster per shard and table (`shard_2_sharded_events`)."""
         if not self.shards:
             return {table: value.rows for table, value in self.tables.items()}
         return {
@@ -76,7 +76,7 @@ class BackupResult:
 
 
 def existing_tables(client: ClickHouseClient, database: str, wanted: Sequence[str]) -> list[str]:
-    """The wanted tables that exist in ``database``, in name order."""
+    """The wanted tables that exist in `database`, in name order."""
     rows = client.query_rows(EXISTING_TABLES, {"database": database, "tables": list(wanted)})
     return [row["name"] for row in rows]
 
@@ -93,8 +93,8 @@ def fingerprint(client: ClickHouseClient, database: str, tables: Sequence[str]) 
 def choose_base(kind: str, backups: Sequence[StoredBackup], now: datetime) -> StoredBackup | None:
     """The full backup an incremental builds on, or None for a full backup.
 
-    ``full``: none. ``incremental``: the latest complete full, or none when there is no full yet (the
-    backup becomes a full). ``auto``: the latest complete full if it is younger than a week.
+    `full`: none. `incremental`: the latest complete full, or none when there is no full yet (the
+    backup becomes a full). `auto`: the latest complete full if it is younger than a week.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -118,7 +118,7 @@ def take_backup(
     cluster: str | None = None,
     poll_seconds: float = 1.0,
 ) -> BackupResult:
-    """Fingerprint the tables, then BACKUP them (on ``base`` when given) and follow it to the end."""
+    """Fingerprint the tables, then BACKUP them (on `base` when given) and follow it to the end."""
     name = backup_name(taken_at, "incr" if base else "full")
     result = BackupResult(
         name, "incr" if base else "full", base.name if base else None, database, storage.display(name)

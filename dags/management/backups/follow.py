@@ -1,4 +1,4 @@
-"""Following a BACKUP or RESTORE started with ``ASYNC`` through ``system.backups`` until it ends."""
+"""Following a BACKUP or RESTORE started with `ASYNC` through `system.backups` until it ends."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ class BackupOperationError(Exception):
 
 
 def engine_error(error: str) -> str:
-    """The engine's message without the stack trace ClickHouse appends in ``system.backups.error``."""
+    """The engine's message without the stack trace ClickHouse appends in `system.backups.error`."""
     return error.split(", Stack trace", 1)[0].split("\n", 1)[0].strip()
 
 
 def started_id(result: Any) -> str:
-    """The operation id from what ``BACKUP ... ASYNC`` answers: ``id\tstatus`` over HTTP and embedded,
-    ``[(id, status)]`` (one row) over the native protocol."""
+    """The operation id from what `BACKUP ... ASYNC` answers: `id\tstatus` over HTTP and embedded,
+    `[(id, status)]` (one row) over the native protocol."""
     if isinstance(result, list) and len(result) == 1 and isinstance(result[0], list | tuple):
         result = result[0]
     if isinstance(result, list | tuple):
@@ -40,9 +40,9 @@ def follow_operation(
     log: Callable[[str], None],
     poll_seconds: float = 1.0,
 ) -> dict[str, Any]:
-    """Wait until the operation ends; log progress every ``PROGRESS_LOG_SECONDS``; return its last status row.
+    """Wait until the operation ends; log progress every `PROGRESS_LOG_SECONDS`; return its last status row.
 
-    Raises ``BackupOperationError`` with ClickHouse's message when it failed.
+    Raises `BackupOperationError` with ClickHouse's message when it failed.
     """
     started = time.monotonic()
     last_log = started

@@ -1,6 +1,6 @@
 """The backup and restore jobs, their ops and schedules: weekly full backups, daily incrementals.
 
-Every op is in the ``clickhouse_backups`` pool: with the instance's pool limit of 1, a backup and a restore
+Every op is in the `clickhouse_backups` pool: with the instance's pool limit of 1, a backup and a restore
 never run at once. Only transient ClickHouse errors are retried, inside the resource.
 """
 
@@ -62,7 +62,7 @@ def _take_on(
     now: datetime,
     log: Callable[[str], None],
 ) -> BackupResult:
-    """One host's backup of those of ``tables`` it has, into ``storage``."""
+    """One host's backup of those of `tables` it has, into `storage`."""
     storage.check_access()  # a missing bucket or refused keys fail here, before anything is written
     base = choose_base(config.kind, storage.list_backups(), now)
     if config.kind == "incremental" and base is None:

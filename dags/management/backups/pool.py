@@ -1,6 +1,6 @@
-"""The ``clickhouse_backups`` pool: backups and restores never run at the same time.
+"""The `clickhouse_backups` pool: backups and restores never run at the same time.
 
-Every backup and restore op is in this pool; ``dagster.yaml`` gives pools a default limit of 1 with run
+Every backup and restore op is in this pool; `dagster.yaml` gives pools a default limit of 1 with run
 granularity, so a second backup or restore run stays QUEUED until the first ends.
 """
 
@@ -18,5 +18,5 @@ BACKUP_POOL = "clickhouse_backups"
     description=f"Makes sure the {BACKUP_POOL} pool has its limit before any backup or restore is queued.",
 )
 def clickhouse_backups_pool_limit_sensor(context: SensorEvaluationContext) -> SkipReason:
-    """Write the pool's limit to the instance if it has none yet (see ``ensure_pool_limits``)."""
+    """Write the pool's limit to the instance if it has none yet (see `ensure_pool_limits`)."""
     return ensure_pool_limits(context.instance, [BACKUP_POOL])

@@ -1,4 +1,4 @@
-"""Restoring a backup: into a new database by default, over existing tables only with ``replace: true``,
+"""Restoring a backup: into a new database by default, over existing tables only with `replace: true`,
 and then every table or none."""
 
 from collections.abc import Callable, Sequence
@@ -56,11 +56,11 @@ def restore_tables(
     cluster: str | None = None,
     poll_seconds: float = 1.0,
 ) -> dict[str, TableFingerprint]:
-    """Restore ``tables`` of backup ``name`` into ``target_database``; returns what the restored tables hold.
+    """Restore `tables` of backup `name` into `target_database`; returns what the restored tables hold.
 
-    Existing tables are refused unless ``replace``. Every table is first restored beside its live name
+    Existing tables are refused unless `replace`. Every table is first restored beside its live name
     (which proves the backup reads back before anything changes), then all are swapped in, or none
-    (see ``swap``); last, the dictionaries that read them are reloaded.
+    (see `swap`); last, the dictionaries that read them are reloaded.
     """
     existing = [t for t in tables if client.command(TABLE_EXISTS, {"database": target_database, "table": t})]
     if existing and not replace:
@@ -95,7 +95,7 @@ def restore_tables(
 
 
 def what_to_restore(storage: BackupStorage, backup_name: str, wanted: Sequence[str]) -> tuple[str, str, list[str]]:
-    """The backup (``latest``: the newest finished), its source database and the tables to restore from it."""
+    """The backup (`latest`: the newest finished), its source database and the tables to restore from it."""
     storage.check_access()
     complete = [backup.name for backup in storage.list_backups() if backup.complete]
     name = complete[-1] if backup_name == "latest" and complete else backup_name
@@ -119,8 +119,8 @@ def restore_shards(
     config: RestoreConfig,
     target: str,
 ) -> tuple[str, dict[str, TableFingerprint]]:
-    """Put each shard's backup back on the shard's hosts (each host holding its own copy of ``sharded_events``);
-    a restore into a new database gets an ``events`` Distributed over the restored shards."""
+    """Put each shard's backup back on the shard's hosts (each host holding its own copy of `sharded_events`);
+    a restore into a new database gets an `events` Distributed over the restored shards."""
     storages = {shard: shard_storage(storage, shard) for shard in cluster.shards}
     for shard_store in storages.values():
         shard_store.check_access()
@@ -158,7 +158,7 @@ def restore_shards(
 def restore_clickhouse_backup(
     context: OpExecutionContext, config: RestoreConfig, clickhouse: ClickHouseResource, backup_storage: BackupStorage
 ) -> Output[dict]:
-    """Restore tables of a backup, by default every table into a new database ``restored_<time>``; on a cluster,
+    """Restore tables of a backup, by default every table into a new database `restored_<time>`; on a cluster,
     each shard's backup on its own hosts."""
     target = config.target_database or f"restored_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}"
     try:

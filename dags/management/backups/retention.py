@@ -16,8 +16,8 @@ def plan_retention(
 ) -> tuple[list[str], list[str]]:
     """Which backups to delete and which to keep, each list oldest first.
 
-    Kept: every backup taken within ``retention_days`` and the base of every kept incremental
-    (``base_of(name)`` reads it from the backup itself). Everything else, unfinished backups included, goes.
+    Kept: every backup taken within `retention_days` and the base of every kept incremental
+    (`base_of(name)` reads it from the backup itself). Everything else, unfinished backups included, goes.
     """
     cutoff = now - timedelta(days=retention_days)
     keep = {backup.name for backup in backups if backup.taken_at >= cutoff}

@@ -1,9 +1,9 @@
 """The SQL of backups, restores and their verification: one statement per constant or builder.
 
-Names of databases and tables are bound as ``{name:Identifier}`` where ClickHouse allows it (the table list
+Names of databases and tables are bound as `{name:Identifier}` where ClickHouse allows it (the table list
 of BACKUP and RESTORE takes quoted identifiers only). The backup's URL and credentials are bound as
-``{url:String}``, which BACKUP and RESTORE accept: ClickHouse substitutes them itself, and shows the secret
-as ``[HIDDEN]`` wherever it writes the statement down (``system.query_log``, ``system.processes``, ``system.backups``).
+`{url:String}`, which BACKUP and RESTORE accept: ClickHouse substitutes them itself, and shows the secret
+as `[HIDDEN]` wherever it writes the statement down (`system.query_log`, `system.processes`, `system.backups`).
 The first line of every statement names only the action, because errors and logs quote first lines.
 """
 
@@ -55,7 +55,7 @@ def _on_cluster(cluster: str | None) -> str:
 
 
 def exchange_statement(cluster: str | None = None) -> str:
-    """``EXCHANGE TABLES db.staged AND db.table``: both names swapped at once (its own inverse)."""
+    """`EXCHANGE TABLES db.staged AND db.table`: both names swapped at once (its own inverse)."""
     return (
         "EXCHANGE TABLES {database:Identifier}.{staged:Identifier} AND {database:Identifier}.{table:Identifier}"
         + _on_cluster(cluster)
@@ -63,7 +63,7 @@ def exchange_statement(cluster: str | None = None) -> str:
 
 
 def exchange_by_renames_statement(cluster: str | None = None) -> str:
-    """Three renames in one statement, for databases without ``EXCHANGE`` (``Ordinary``): also its own inverse."""
+    """Three renames in one statement, for databases without `EXCHANGE` (`Ordinary`): also its own inverse."""
     return (
         "RENAME TABLE {database:Identifier}.{table:Identifier} TO {database:Identifier}.{aside:Identifier}, "
         "{database:Identifier}.{staged:Identifier} TO {database:Identifier}.{table:Identifier}, "
@@ -79,7 +79,7 @@ EXCHANGING_ENGINES = frozenset({"Atomic", "Replicated", "Overlay"})
 
 
 def rename_statement(cluster: str | None = None) -> str:
-    """``RENAME TABLE db.source TO db.target``, allowed while dictionaries or views read ``source``."""
+    """`RENAME TABLE db.source TO db.target`, allowed while dictionaries or views read `source`."""
     return (
         "RENAME TABLE {database:Identifier}.{source:Identifier} TO {database:Identifier}.{target:Identifier}"
         f"{_on_cluster(cluster)}\nSETTINGS check_table_dependencies = 0"
@@ -101,9 +101,9 @@ def backup_statement(
     base_engine: str | None = None,
     cluster: str | None = None,
 ) -> str:
-    """``BACKUP TABLE db.a, TABLE db.b ... TO <engine> [SETTINGS base_backup = <engine>] ASYNC``.
+    """`BACKUP TABLE db.a, TABLE db.b ... TO <engine> [SETTINGS base_backup = <engine>] ASYNC`.
 
-    ``engine`` is the clause from ``BackupStorage.engine``; its parameters are bound separately.
+    `engine` is the clause from `BackupStorage.engine`; its parameters are bound separately.
     """
     listed = ",\n    ".join(f"TABLE {quote_identifier(database)}.{quote_identifier(table)}" for table in tables)
     settings = f"\nSETTINGS base_backup = {base_engine}" if base_engine else ""
@@ -118,8 +118,8 @@ def restore_statement(
     cluster: str | None = None,
     names: Mapping[str, str] | None = None,
 ) -> str:
-    """``RESTORE TABLE src.a AS target.a, ... FROM <engine> ASYNC``: tables restored under a new database,
-    each under its name in ``names`` when given (``{"events": "events__restore_..."}``)."""
+    """`RESTORE TABLE src.a AS target.a, ... FROM <engine> ASYNC`: tables restored under a new database,
+    each under its name in `names` when given (`{"events": "events__restore_..."}`)."""
     source, target = quote_identifier(source_database), quote_identifier(target_database)
     names = names or {}
     listed = ",\n    ".join(

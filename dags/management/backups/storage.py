@@ -1,7 +1,7 @@
-"""Where backups live: the bucket (or folder) of ``CLICKHOUSE_BACKUP_URL``, its credentials and its listing.
+"""Where backups live: the bucket (or folder) of `CLICKHOUSE_BACKUP_URL`, its credentials and its listing.
 
-Dagster lists, reads and deletes backups with boto3 (through dagster-aws ``S3Resource``); ClickHouse writes
-and reads them itself with its ``S3(...)`` backup engine. Both use the same endpoint and credentials, which
+Dagster lists, reads and deletes backups with boto3 (through dagster-aws `S3Resource`); ClickHouse writes
+and reads them itself with its `S3(...)` backup engine. Both use the same endpoint and credentials, which
 reach ClickHouse only as bound query parameters, never in the statement's text.
 """
 
@@ -57,13 +57,13 @@ class BackupStorageError(Exception):
 
 
 def backup_name(taken_at: datetime, kind: str) -> str:
-    """The name of a backup taken at ``taken_at``: ``2026-11-26T031500Z-full`` or ``...-incr``."""
+    """The name of a backup taken at `taken_at`: `2026-11-26T031500Z-full` or `...-incr`."""
     return f"{taken_at.astimezone(UTC).strftime(NAME_TIME_FORMAT)}-{'full' if kind == 'full' else 'incr'}"
 
 
 @dataclass(frozen=True)
 class StoredBackup:
-    """A backup found in the bucket. ``complete``: ClickHouse finished writing it."""
+    """A backup found in the bucket. `complete`: ClickHouse finished writing it."""
 
     name: str
     kind: str  # "full" or "incr"
@@ -88,7 +88,7 @@ def parse_backup_name(name: str) -> StoredBackup | None:
 
 
 def parse_backup_metadata(xml: bytes) -> BackupContents:
-    """Read ClickHouse's ``.backup`` file: ``<base_backup>S3('.../name')</base_backup>`` and ``metadata/db/t.sql``."""
+    """Read ClickHouse's `.backup` file: `<base_backup>S3('.../name')</base_backup>` and `metadata/db/t.sql`."""
     import xml.etree.ElementTree as ElementTree  # only when a backup is read: not on every code server start
 
     root = ElementTree.fromstring(xml)
@@ -114,17 +114,17 @@ def _unescape(part: str) -> str:
 class BackupStorage(ConfigurableResource):
     """The bucket (or server folder) holding ClickHouse backups, with the credentials to reach it.
 
-    Secrets reach this resource only through ``EnvVar`` (see ``backup_storage_from_env``), so they are never
+    Secrets reach this resource only through `EnvVar` (see `backup_storage_from_env`), so they are never
     in run config, the UI or the event log; ClickHouse gets them as bound parameters.
 
     Example:
-        .. code-block:: python
-
-            BackupStorage(
-                url="s3://our-backups/clickhouse",
-                aws_access_key_id=EnvVar("AWS_ACCESS_KEY_ID"),
-                aws_secret_access_key=EnvVar("AWS_SECRET_ACCESS_KEY"),
-            )
+        ```python
+        BackupStorage(
+            url="s3://our-backups/clickhouse",
+            aws_access_key_id=EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=EnvVar("AWS_SECRET_ACCESS_KEY"),
+        )
+        ```
     """
 
     url: str | None = Field(
@@ -150,7 +150,7 @@ class BackupStorage(ConfigurableResource):
     aws_session_token: str | None = Field(default=None, description="AWS_SESSION_TOKEN (through EnvVar).")
 
     def retention(self) -> int:
-        """The retention in days, read now: a bad ``CLICKHOUSE_BACKUP_RETENTION_DAYS`` raises naming it."""
+        """The retention in days, read now: a bad `CLICKHOUSE_BACKUP_RETENTION_DAYS` raises naming it."""
         return self.retention_days if self.retention_days is not None else load_retention_days()
 
     @property
@@ -164,7 +164,7 @@ class BackupStorage(ConfigurableResource):
         return "/".join(part for part in (self.location.url, name) if part)
 
     def scrub(self, text: str) -> str:
-        """``text`` with every secret replaced, for messages that quote what a library said."""
+        """`text` with every secret replaced, for messages that quote what a library said."""
         for secret in (self.aws_secret_access_key, self.aws_session_token):
             if secret:
                 text = text.replace(secret, "[HIDDEN]")
@@ -225,7 +225,7 @@ class BackupStorage(ConfigurableResource):
         self._call("list", lambda: client.list_objects_v2(Bucket=location.bucket, Prefix=location.key(""), MaxKeys=1))
 
     def list_backups(self) -> list[StoredBackup]:
-        """Every backup under the prefix whose name follows ``NAME_PATTERN``, oldest first."""
+        """Every backup under the prefix whose name follows `NAME_PATTERN`, oldest first."""
         location = self.location
         found: dict[str, bool] = {}
         if location.scheme == "file":
@@ -248,7 +248,7 @@ class BackupStorage(ConfigurableResource):
         return sorted(backups, key=lambda backup: backup.name)
 
     def contents(self, name: str) -> BackupContents:
-        """The base and tables of a finished backup, from its ``.backup`` file."""
+        """The base and tables of a finished backup, from its `.backup` file."""
         location = self.location
         if location.scheme == "file":
             return parse_backup_metadata((Path(location.prefix) / name / BACKUP_METADATA_FILE).read_bytes())
@@ -285,9 +285,9 @@ class BackupStorage(ConfigurableResource):
     # -- ClickHouse's backup engine --
 
     def engine(self, name: str, prefix: str = "") -> tuple[str, dict[str, str]]:
-        """The ``S3(...)`` (or ``File(...)``) clause for a backup and its bound parameters.
+        """The `S3(...)` (or `File(...)`) clause for a backup and its bound parameters.
 
-        ``prefix`` keeps the parameter names of two clauses apart (the backup and its ``base_backup``).
+        `prefix` keeps the parameter names of two clauses apart (the backup and its `base_backup`).
         """
         location = self.location
         if location.scheme == "file":
@@ -321,12 +321,12 @@ class BackupStorage(ConfigurableResource):
 
 
 def _env_var_or_none(name: str) -> Any:
-    """``EnvVar(name)`` when the variable is set: its value stays out of run config and the UI."""
+    """`EnvVar(name)` when the variable is set: its value stays out of run config and the UI."""
     return EnvVar(name) if os.environ.get(name, "").strip() else None
 
 
 def backup_storage_from_env() -> BackupStorage:
-    """The backup storage as ``CLICKHOUSE_BACKUP_URL`` and ``AWS_*`` say (the retention is read when it runs)."""
+    """The backup storage as `CLICKHOUSE_BACKUP_URL` and `AWS_*` say (the retention is read when it runs)."""
     location = load_backup_location()
     endpoint = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3", "").strip() else "AWS_ENDPOINT_URL"
     return BackupStorage(

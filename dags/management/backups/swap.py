@@ -1,11 +1,11 @@
 """Putting restored tables in place of the live ones: every table or none.
 
 Each table is first restored next to the live one, in the same database, under a staging name
-(``events__restore_<time>``), so that the swap never moves a table between databases: the embedded engine's
-``default`` database (``Overlay``) refuses ``EXCHANGE`` and ``RENAME`` across databases, but exchanges tables
-within itself, as an ``Atomic`` database does. A live table is swapped with ``EXCHANGE TABLES`` (atomic, and
+(`events__restore_<time>`), so that the swap never moves a table between databases: the embedded engine's
+`default` database (`Overlay`) refuses `EXCHANGE` and `RENAME` across databases, but exchanges tables
+within itself, as an `Atomic` database does. A live table is swapped with `EXCHANGE TABLES` (atomic, and
 allowed while dictionaries and views read the table), or with three renames in one statement in a database
-without ``EXCHANGE`` (``Ordinary``); a table that is missing is renamed into place. If one
+without `EXCHANGE` (`Ordinary`); a table that is missing is renamed into place. If one
 swap fails, every swap already made is undone in reverse order, so the live tables are as they were.
 """
 
@@ -39,7 +39,7 @@ class SwapError(Exception):
 
 @dataclass(frozen=True)
 class Swap:
-    """Table ``table`` of ``database`` and its restored copy ``staged`` beside it; ``replaces``: it is live."""
+    """Table `table` of `database` and its restored copy `staged` beside it; `replaces`: it is live."""
 
     database: str
     table: str
@@ -89,7 +89,7 @@ def swap_in(
 def _swap_back(
     client: ClickHouseClient, done: Sequence[Swap], log: Callable[[str], None], cluster: str | None
 ) -> list[Swap]:
-    """Undo ``done`` newest first; the swaps that could not be undone."""
+    """Undo `done` newest first; the swaps that could not be undone."""
     not_back = []
     for swap in reversed(done):
         try:
@@ -117,7 +117,7 @@ def _failure(failed: Swap, done: Sequence[Swap], not_back: Sequence[Swap], error
 def drop_staged(
     client: ClickHouseClient, swaps: Sequence[Swap], cluster: str | None = None, keep: Sequence[str] = ()
 ) -> None:
-    """Drop the staging tables (restored copies, or live contents swapped out), except those in ``keep``."""
+    """Drop the staging tables (restored copies, or live contents swapped out), except those in `keep`."""
     for swap in swaps:
         if swap.staged not in keep:
             client.command(drop_table_statement(cluster), {"database": swap.database, "table": swap.staged})
@@ -126,7 +126,7 @@ def drop_staged(
 def reload_dependent_dictionaries(
     client: ClickHouseClient, database: str, tables: Sequence[str], log: Callable[[str], None], cluster: str | None
 ) -> list[str]:
-    """Reload the dictionaries that read ``tables``: they cache what the table held before the swap."""
+    """Reload the dictionaries that read `tables`: they cache what the table held before the swap."""
     reloaded = []
     for row in client.query_rows(DEPENDENT_DICTIONARIES, {"database": database, "tables": list(tables)}):
         database, dictionary = row["dictionary_database"], row["dictionary"]

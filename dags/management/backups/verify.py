@@ -24,9 +24,9 @@ def verify_backup(
     cluster: str | None = None,
     poll_seconds: float = 1.0,
 ) -> dict[str, dict[str, int]]:
-    """Restore every table of ``backup`` into ``scratch_database``, compare, then drop the scratch database.
+    """Restore every table of `backup` into `scratch_database`, compare, then drop the scratch database.
 
-    Returns per table the rows and checksum restored; raises ``BackupVerificationError`` naming each table
+    Returns per table the rows and checksum restored; raises `BackupVerificationError` naming each table
     that differs, or quoting ClickHouse when the restore itself fails (missing or corrupted files).
     """
     tables = sorted(backup.tables)

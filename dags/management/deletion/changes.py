@@ -44,7 +44,7 @@ def record_recomputed_days(
 
 
 def export_asset_key(dataset: ExportDataset) -> AssetKey:
-    """The deployment export's asset of ``dataset`` (``events_export``, ``web_pre_aggregated_stats_export``)."""
+    """The deployment export's asset of `dataset` (`events_export`, `web_pre_aggregated_stats_export`)."""
     return AssetKey(f"{dataset.name}_export")
 
 

@@ -1,5 +1,5 @@
 """Which copies of a team's data the project made besides the deployment's exports: the batch exports declared
-in ``BATCH_EXPORTS_FILE`` for that team, and the intervals of each that hold a deletion's days.
+in `BATCH_EXPORTS_FILE` for that team, and the intervals of each that hold a deletion's days.
 
 Read when a deletion run needs them, not when the location loads: a broken file fails the deletion run naming
 the variable, and leaves the backups of the same location running.
@@ -46,7 +46,7 @@ class BatchCopy:
 
     @property
     def holds_persons(self) -> bool:
-        """Whether a person's rows can be told apart in this copy (an events copy with ``person_id``)."""
+        """Whether a person's rows can be told apart in this copy (an events copy with `person_id`)."""
         return self.dataset.name == EVENTS_DATASET.name and "person_id" in self.columns
 
     @property
@@ -59,7 +59,7 @@ class BatchCopy:
         return sorted(set(event_days if self.dataset.name == EVENTS_DATASET.name else pre_aggregate_days))
 
     def intervals(self, destination: Destination | PostgresTable, days: Sequence[date]) -> list[ExportWindow]:
-        """The intervals of ``days`` this copy holds: each exported file (a day, or each hour of it) for Parquet;
+        """The intervals of `days` this copy holds: each exported file (a day, or each hour of it) for Parquet;
         each whole day for a table (one transaction replaces it, whatever the export's interval)."""
         if isinstance(destination, PostgresTable):
             return [ExportWindow.of_day(day) for day in days]
@@ -88,7 +88,7 @@ def place_of(copy: BatchCopy, destination: Destination | PostgresTable, window: 
 
 
 def planned_places(copies: Sequence[BatchCopy], requests: Sequence[DeletionRequest]) -> list[str]:
-    """Every place of ``copies`` that the planned ``requests`` of their teams reach."""
+    """Every place of `copies` that the planned `requests` of their teams reach."""
     places: list[str] = []
     for copy in copies:
         mine = [request for request in requests if request.team_id == copy.export.team_id]
@@ -101,7 +101,7 @@ def planned_places(copies: Sequence[BatchCopy], requests: Sequence[DeletionReque
 
 
 def batch_copies(team_ids: Sequence[int]) -> list[BatchCopy]:
-    """The batch exports of these teams declared in ``BATCH_EXPORTS_FILE``; a file that cannot be used fails the
+    """The batch exports of these teams declared in `BATCH_EXPORTS_FILE`; a file that cannot be used fails the
     run naming the variable (a missing default file declares none)."""
     settings = load_export_settings()
     try:

@@ -1,5 +1,5 @@
-"""The op of ``data_deletion_job`` that reaches the batch exports: each batch export of a request's team
-rewritten over the days the deletion changed (see ``copy_rewrite``); ``verify_and_complete`` reads them back."""
+"""The op of `data_deletion_job` that reaches the batch exports: each batch export of a request's team
+rewritten over the days the deletion changed (see `copy_rewrite`); `verify_and_complete` reads them back."""
 
 from dagster import In, MetadataValue, OpExecutionContext, Output, op
 

@@ -1,6 +1,6 @@
 """Rewriting a batch export's intervals of the days a deletion changed, from the cleaned tables, through the
-export's own path: a Parquet file is published again in one atomic step (``export_day``), a table's day is
-deleted and loaded again in one transaction (``export_window``, scoped to the export's team and day). Only
+export's own path: a Parquet file is published again in one atomic step (`export_day`), a table's day is
+deleted and loaded again in one transaction (`export_window`, scoped to the export's team and day). Only
 intervals the export already holds are written: a deletion never creates an export."""
 
 from collections.abc import Callable, Sequence
@@ -21,7 +21,7 @@ def rewrite_copy(
     run_id: str,
     log: Callable[[str], None],
 ) -> list[tuple[ExportWindow, str]]:
-    """Export each held interval of ``days`` again with the export's selection; returns each interval written
+    """Export each held interval of `days` again with the export's selection; returns each interval written
     and its place."""
     resource = copy.resource
     destination = resource.open()

@@ -1,13 +1,13 @@
 """Proving a deletion in each batch export of the request's team, read back from the copy itself (listed
 afresh, whatever the rewrite reported). Each interval the plan says holds the request's days must hold:
 
-- for a team request: none of the team's rows (a batch export holds one team: any row without ``team_id``);
-- for a person request, in an events copy with ``person_id``: none of the person's rows;
-- for a person request, in an events copy without ``person_id``: exactly as many rows as the export's
-  selection of the cleaned ``events`` gives now (the person's rows cannot be seen there; a copy that was not
+- for a team request: none of the team's rows (a batch export holds one team: any row without `team_id`);
+- for a person request, in an events copy with `person_id`: none of the person's rows;
+- for a person request, in an events copy without `person_id`: exactly as many rows as the export's
+  selection of the cleaned `events` gives now (the person's rows cannot be seen there; a copy that was not
   rewritten still counts them);
 - for a person request, in a pre-aggregate copy: nothing that names a person (its days are rewritten from the
-  recomputed pre-aggregates, whose checks ``verify_and_complete`` runs).
+  recomputed pre-aggregates, whose checks `verify_and_complete` runs).
 """
 
 from dags.common import ClickHouseClient
@@ -21,7 +21,7 @@ SELECTION_ROWS = "SELECT count() FROM ({query})"
 
 
 def verify_copy(client: ClickHouseClient, copy: BatchCopy, request: DeletionRequest) -> tuple[list[str], list[str]]:
-    """``(places read, problems)`` of one copy for one request; no problem: proven."""
+    """`(places read, problems)` of one copy for one request; no problem: proven."""
     destination = copy.resource.open()
     places: list[str] = []
     problems: list[str] = []

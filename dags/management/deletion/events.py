@@ -1,13 +1,13 @@
-"""Deleting the requests' rows from ``events``: one mutation per monthly partition and team, on every copy.
+"""Deleting the requests' rows from `events`: one mutation per monthly partition and team, on every copy.
 
-``ALTER TABLE ... DELETE`` rewrites the parts that hold matching rows, so the rows are physically gone (a
-lightweight ``DELETE`` only hides them until a merge). A mutation is limited to one partition (``IN
+`ALTER TABLE ... DELETE` rewrites the parts that hold matching rows, so the rows are physically gone (a
+lightweight `DELETE` only hides them until a merge). A mutation is limited to one partition (``IN
 PARTITION``) and one team, so one huge team never makes the server rewrite the whole table in one go; each is
 waited for before the next, with progress in the log and a bounded wait.
 
-On a cluster a ``Distributed`` table cannot be mutated: the mutation goes to ``sharded_events`` on one host
-per shard (replicated) or on every host (copies written by ``Distributed``), and is followed in each host's
-``system.mutations``. Each mutation carries a marker made of its plan, so a run killed after enqueueing
+On a cluster a `Distributed` table cannot be mutated: the mutation goes to `sharded_events` on one host
+per shard (replicated) or on every host (copies written by `Distributed`), and is followed in each host's
+`system.mutations`. Each mutation carries a marker made of its plan, so a run killed after enqueueing
 finds it on the next run and waits for it instead of enqueueing it a second time; a plan that changed (late
 events) makes a new marker and a new mutation.
 """
@@ -44,7 +44,7 @@ POLL_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class Mutation:
-    """One bounded delete: one monthly partition of ``events``, one team (all of it, or some persons)."""
+    """One bounded delete: one monthly partition of `events`, one team (all of it, or some persons)."""
 
     partition: str  # toYYYYMM
     team_id: int
@@ -73,7 +73,7 @@ def _plan_of(request: DeletionRequest) -> str:
 
 
 def mutations_for(requests: Sequence[DeletionRequest]) -> list[Mutation]:
-    """The bounded deletes that remove every planned row of ``requests``: per partition and team."""
+    """The bounded deletes that remove every planned row of `requests`: per partition and team."""
     persons: dict[tuple[str, int], set[str]] = defaultdict(set)
     whole_teams: set[tuple[str, int]] = set()
     plans: dict[tuple[str, int], set[str]] = defaultdict(set)
@@ -103,7 +103,7 @@ def _find(client: ClickHouseClient, table: str, mutation: Mutation) -> dict | No
 
 
 def enqueue_once(client: ClickHouseClient, table: str, mutation: Mutation) -> bool:
-    """Enqueue ``mutation`` on this host unless it is there already; returns whether it was enqueued now."""
+    """Enqueue `mutation` on this host unless it is there already; returns whether it was enqueued now."""
     if _find(client, table, mutation) is not None:
         return False
     statement = DELETE_IN_PARTITION.format(table=quote_identifier(table))
@@ -114,7 +114,7 @@ def enqueue_once(client: ClickHouseClient, table: str, mutation: Mutation) -> bo
 def wait_for(
     client: ClickHouseClient, table: str, mutation: Mutation, timeout_seconds: float, log: Callable[[str], None]
 ) -> None:
-    """Wait until ``mutation`` is done on this host, logging its parts to do; fail after ``timeout_seconds``."""
+    """Wait until `mutation` is done on this host, logging its parts to do; fail after `timeout_seconds`."""
     deadline = time.monotonic() + timeout_seconds
     last_report = ""
     while True:
@@ -142,7 +142,7 @@ def delete_events(
     timeout_seconds: float,
     log: Callable[[str], None],
 ) -> list[Mutation]:
-    """Delete every planned row of ``requests``, one bounded mutation at a time on every copy of the rows;
+    """Delete every planned row of `requests`, one bounded mutation at a time on every copy of the rows;
     returns the mutations run."""
     table = SHARDED_EVENTS if cluster.is_cluster else "events"
     hosts = cluster.hosts_with_own_copy(table)
@@ -163,7 +163,7 @@ def run_on_every_copy(
     timeout_seconds: float,
     log: Callable[[str], None],
 ) -> None:
-    """Enqueue ``mutation`` on each of ``hosts`` (at most once), then wait until it is done on each."""
+    """Enqueue `mutation` on each of `hosts` (at most once), then wait until it is done on each."""
     enqueued = cluster.map_hosts(hosts, lambda client: enqueue_once(client, table, mutation), f"Deleting from {table}")
     for host in sorted(host for host, now in enqueued.items() if not now):
         where = f"{host}: " if cluster.is_cluster else ""

@@ -1,6 +1,6 @@
-"""The data deletion jobs: ``request_data_deletion`` records a request from the launchpad,
-``data_deletion_job`` carries out every open request through ``events``, the pre-aggregates and the exports,
-and ``data_deletion_dry_run_job`` runs the same steps as a dry run that reports and changes nothing.
+"""The data deletion jobs: `request_data_deletion` records a request from the launchpad,
+`data_deletion_job` carries out every open request through `events`, the pre-aggregates and the exports,
+and `data_deletion_dry_run_job` runs the same steps as a dry run that reports and changes nothing.
 """
 
 from typing import Any

@@ -1,10 +1,10 @@
-"""The ops of ``data_deletion_job``: plan, delete, recompute, rewrite, verify.
+"""The ops of `data_deletion_job`: plan, delete, recompute, rewrite, verify.
 
-Each op records every request's stage in ``data_deletion_requests`` when it has finished its part, and
+Each op records every request's stage in `data_deletion_requests` when it has finished its part, and
 takes only the requests that have not passed its stage yet: a run killed anywhere is finished by the next
-one, which skips what was done; a resumed request whose rows are in ``events`` again (a late event) is
-planned again first (``replan``), so the steps run once more for the days that hold them. Each op sits in
-the pool of what it rewrites, so with run granularity (``dagster.yaml``) a deletion run waits for
+one, which skips what was done; a resumed request whose rows are in `events` again (a late event) is
+planned again first (`replan`), so the steps run once more for the days that hold them. Each op sits in
+the pool of what it rewrites, so with run granularity (`dagster.yaml`) a deletion run waits for
 pre-aggregate and export runs, and for other deletion runs.
 """
 
@@ -68,7 +68,7 @@ TEST_HOOK_PAUSE_SECONDS = "DATA_DELETION_TEST_HOOK_PAUSE_SECONDS"
 
 
 def pause_for_tests(step: str, context: OpExecutionContext) -> None:
-    """Test hook only: pause after ``step`` when ``DATA_DELETION_TEST_HOOK_PAUSE_AFTER`` names it."""
+    """Test hook only: pause after `step` when `DATA_DELETION_TEST_HOOK_PAUSE_AFTER` names it."""
     if env_text(TEST_HOOK_PAUSE_AFTER) != step:
         return
     marker = env_text(TEST_HOOK_MARKER)
@@ -94,7 +94,7 @@ def retried_when_transient(exports: bool = False) -> Iterator[None]:
 
 
 def deletion_settings() -> DeletionSettings:
-    """The ``DATA_DELETION_*`` settings as the step starts: a bad value fails the step naming the variable and
+    """The `DATA_DELETION_*` settings as the step starts: a bad value fails the step naming the variable and
     its range, before anything is read or changed (read here, not at import, so that it cannot keep the data
     platform location, and with it the backup jobs, from loading)."""
     try:
@@ -140,7 +140,7 @@ DRY_RUN_SUMMARY = "Dry run: nothing was changed."
 
 
 def mark_dry_run(context: OpExecutionContext) -> None:
-    """Tag the run as a dry run, when its job did not already (``data_deletion_job`` with ``dry_run: true``)."""
+    """Tag the run as a dry run, when its job did not already (`data_deletion_job` with `dry_run: true`)."""
     if context.run.tags.get(DRY_RUN_TAG) != "true":
         context.instance.add_run_tags(context.run.run_id, {DRY_RUN_TAG: "true"})
 

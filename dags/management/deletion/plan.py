@@ -52,7 +52,7 @@ EXPORTED_DATASETS: tuple[ExportDataset, ...] = (EVENTS_DATASET, WEB_STATS_DATASE
 
 
 def request_parameters(request: DeletionRequest) -> dict[str, object]:
-    """The bound values of ``MATCHES_REQUEST``; a team request binds the nil UUID, which it never compares."""
+    """The bound values of `MATCHES_REQUEST`; a team request binds the nil UUID, which it never compares."""
     return {
         "team_id": request.team_id,
         "whole_team": request.is_whole_team,
@@ -74,7 +74,7 @@ def plan_request(client: ClickHouseClient, request: DeletionRequest) -> tuple[li
 
 
 def pre_aggregated_days(client: ClickHouseClient, days: Iterable[date]) -> list[date]:
-    """The days among ``days`` that were ever pre-aggregated (in either table): only those are recomputed,
+    """The days among `days` that were ever pre-aggregated (in either table): only those are recomputed,
     so a deletion never creates pre-aggregates that were not there."""
     wanted = sorted(set(days))
     if not wanted or not client.command("EXISTS TABLE {table:Identifier}", {"table": PRE_AGGREGATES[0].table}):
@@ -111,8 +111,8 @@ class RewritePlan:
 def exported_files(
     destination: Destination, event_days: Sequence[date], pre_aggregate_days: Sequence[date]
 ) -> RewritePlan:
-    """The files at the destination that hold the days: events for ``event_days``, the pre-aggregates'
-    exports for ``pre_aggregate_days``."""
+    """The files at the destination that hold the days: events for `event_days`, the pre-aggregates'
+    exports for `pre_aggregate_days`."""
     plan = RewritePlan()
     for dataset in EXPORTED_DATASETS:
         days = event_days if dataset.name == EVENTS_DATASET.name else pre_aggregate_days

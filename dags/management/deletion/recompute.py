@@ -1,5 +1,5 @@
 """Recomputing the web analytics pre-aggregates of the days a deletion changed, through the same staging +
-``REPLACE PARTITION`` path the pre-aggregate assets use (``refresh_window``), for the affected teams only:
+`REPLACE PARTITION` path the pre-aggregate assets use (`refresh_window`), for the affected teams only:
 other teams' rows of those days are copied unchanged, and every other day is left alone."""
 
 from collections.abc import Callable, Sequence
@@ -12,7 +12,7 @@ from dags.web_analytics.sql import PRE_AGGREGATES
 
 
 def contiguous_windows(days: Sequence[date]) -> list[tuple[date, date]]:
-    """``[first, end)`` windows covering exactly ``days``: one ``refresh_window`` call per run of days."""
+    """`[first, end)` windows covering exactly `days`: one `refresh_window` call per run of days."""
     windows: list[tuple[date, date]] = []
     for day in sorted(set(days)):
         if windows and windows[-1][1] == day:
@@ -29,7 +29,7 @@ def recompute_days(
     run_id: str,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Recompute both pre-aggregates for ``days`` and ``team_ids``; returns rows written per table and day."""
+    """Recompute both pre-aggregates for `days` and `team_ids`; returns rows written per table and day."""
     written: dict[str, Any] = {}
     for pre_aggregate in PRE_AGGREGATES:
         rows_by_day: dict[str, int] = {}

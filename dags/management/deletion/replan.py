@@ -1,6 +1,6 @@
-"""Planning a resumed request again from what is still in ``events``.
+"""Planning a resumed request again from what is still in `events`.
 
-A request resumed by a later run skips the steps it has passed. If its person or team has rows in ``events``
+A request resumed by a later run skips the steps it has passed. If its person or team has rows in `events`
 again (a late event in a month the plan did not hold, or rows a killed run's delete never reached), those
 steps must run once more for the days that hold them, or verification fails on every run from then on.
 """
@@ -30,7 +30,7 @@ def still_in_events(client: ClickHouseClient, request: DeletionRequest) -> Delet
 
 
 def replan_leftovers(client: ClickHouseClient, request: DeletionRequest) -> dict[str, Any] | None:
-    """The status changes that put a resumed request back to ``planned`` with the days still holding its
+    """The status changes that put a resumed request back to `planned` with the days still holding its
     rows added to its plan, or None when its plan already covers what is left.
 
     Days planned before stay in the plan: their pre-aggregates and files may still be to redo. Rows already

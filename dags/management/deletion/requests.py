@@ -1,9 +1,9 @@
-"""The request table ``data_deletion_requests`` (a contract) and each request's status transitions.
+"""The request table `data_deletion_requests` (a contract) and each request's status transitions.
 
 Anyone may insert a request with the four request columns; every status column has a default, so
-``INSERT INTO data_deletion_requests (team_id, key_type, key, created_at) VALUES (...)`` always works.
-A transition writes a new version of the request's row (ReplacingMergeTree on ``version``, read with
-``FINAL``), which works the same on the embedded engine and on a server, and keeps every step durable: a
+`INSERT INTO data_deletion_requests (team_id, key_type, key, created_at) VALUES (...)` always works.
+A transition writes a new version of the request's row (ReplacingMergeTree on `version`, read with
+`FINAL`), which works the same on the embedded engine and on a server, and keeps every step durable: a
 run killed at any step leaves each request at the last stage it fully reached, and the next run resumes it.
 """
 
@@ -54,7 +54,7 @@ STATUS_COLUMNS: dict[str, tuple[str, str]] = {
 
 
 def value_type(column_type: str) -> str:
-    """The type a value of the column is bound as (``LowCardinality`` is a storage choice, not a type)."""
+    """The type a value of the column is bound as (`LowCardinality` is a storage choice, not a type)."""
     if column_type.startswith("LowCardinality("):
         return column_type.removeprefix("LowCardinality(").removesuffix(")")
     return column_type
@@ -141,7 +141,7 @@ class DeletionRequest:
         return sum(self.event_rows)
 
     def reached(self, stage: str) -> bool:
-        """Whether the request has fully passed ``stage`` (a resumed request skips what it already did)."""
+        """Whether the request has fully passed `stage` (a resumed request skips what it already did)."""
         return self.status in STAGES and STAGES.index(self.status) >= STAGES.index(stage)
 
     def describe(self) -> str:
@@ -167,7 +167,7 @@ class DeletionRequest:
 
 
 def create_requests_table(client: ClickHouseClient) -> None:
-    """Create ``data_deletion_requests`` if it does not exist (idempotent)."""
+    """Create `data_deletion_requests` if it does not exist (idempotent)."""
     client.command(CREATE_REQUESTS_TABLE)
 
 
@@ -193,7 +193,7 @@ def new_request_problem(team_id: object, key_type: str, key: str) -> str | None:
 
 
 def insert_request(client: ClickHouseClient, team_id: int, key_type: str, key: str) -> str:
-    """Record a new pending request; returns its id. Raises ``ValueError`` naming the field on a bad request."""
+    """Record a new pending request; returns its id. Raises `ValueError` naming the field on a bad request."""
     problem = new_request_problem(team_id, key_type, key)
     if problem is not None:
         raise ValueError(problem)

@@ -1,5 +1,5 @@
 """Rewriting the exported files of the days a deletion changed, through the export assets' own exactly-once
-publish path (``export_day``): each file is replaced in one atomic step, so a reader sees the old day or the
+publish path (`export_day`): each file is replaced in one atomic step, so a reader sees the old day or the
 new one, never half of either, and rewriting a day twice leaves what rewriting it once leaves."""
 
 from collections.abc import Callable, Sequence

@@ -1,4 +1,4 @@
-"""When ``data_deletion_job`` runs: weekly, and as soon as a request has waited too long; and the sensor that
+"""When `data_deletion_job` runs: weekly, and as soon as a request has waited too long; and the sensor that
 gives the pools a deletion run holds their limits."""
 
 from dagster import (
@@ -45,7 +45,7 @@ def data_deletion_overdue_sensor(
 ) -> RunRequest | SkipReason:
     """ClickHouse is open only for one small query, and not at all while a deletion run is queued or running.
 
-    The settings are read at each tick: a bad ``DATA_DELETION_*`` value fails the tick naming the variable.
+    The settings are read at each tick: a bad `DATA_DELETION_*` value fails the tick naming the variable.
     """
     max_wait_hours = load_deletion_settings().max_wait_hours
     busy = context.instance.get_runs(RunsFilter(job_name=JOB_NAME, statuses=UNFINISHED_RUN_STATUSES), limit=1)
@@ -77,7 +77,7 @@ def data_deletion_overdue_sensor(
     description="Makes sure the pools a deletion run holds have their limit before any run is queued.",
 )
 def data_deletion_pool_limit_sensor(context: SensorEvaluationContext) -> SkipReason:
-    """Write the pools' limits to the instance if they have none yet (see ``ensure_pool_limits``)."""
+    """Write the pools' limits to the instance if they have none yet (see `ensure_pool_limits`)."""
     return ensure_pool_limits(context.instance, POOLS)
 
 

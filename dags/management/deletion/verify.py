@@ -1,4 +1,4 @@
-"""Proving a deletion: no matching row left in ``events``, the recomputed days' checks pass, and the
+"""Proving a deletion: no matching row left in `events`, the recomputed days' checks pass, and the
 rewritten files hold none of the deleted events. Each function returns what is wrong (empty: proven)."""
 
 from collections.abc import Sequence
@@ -21,7 +21,7 @@ def rows_left_in_events(client: ClickHouseClient, request: DeletionRequest) -> i
 
 
 def failed_pre_aggregate_checks(client: ClickHouseClient, days: Sequence[date], team_ids: Sequence[int]) -> list[str]:
-    """The web analytics checks (totals equal those from ``events``) over the recomputed days and teams."""
+    """The web analytics checks (totals equal those from `events`) over the recomputed days and teams."""
     problems: list[str] = []
     for pre_aggregate in PRE_AGGREGATES:
         for first_day, end_day in contiguous_windows(days):
