@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # loaded when used: together they would triple a code server'
 
 
 def parse_destination_url(url: str) -> tuple[str, str, str]:
-    """`(scheme, bucket or folder, prefix)` of a destination URL (for Postgres: ``("postgresql", connection
-    URL, table)``); a bad URL raises a ValueError that says why."""
+    """`(scheme, bucket or folder, prefix)` of a destination URL (for Postgres: `("postgresql", connection
+    URL, table)`); a bad URL raises a ValueError that says why."""
     parsed = urlparse(url.strip())
     if parsed.scheme in ("postgresql", "postgres"):
         target = parse_postgres_url(url)

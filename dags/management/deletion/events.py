@@ -1,8 +1,8 @@
 """Deleting the requests' rows from `events`: one mutation per monthly partition and team, on every copy.
 
 `ALTER TABLE ... DELETE` rewrites the parts that hold matching rows, so the rows are physically gone (a
-lightweight `DELETE` only hides them until a merge). A mutation is limited to one partition (``IN
-PARTITION``) and one team, so one huge team never makes the server rewrite the whole table in one go; each is
+lightweight `DELETE` only hides them until a merge). A mutation is limited to one partition (`IN
+PARTITION`) and one team, so one huge team never makes the server rewrite the whole table in one go; each is
 waited for before the next, with progress in the log and a bounded wait.
 
 On a cluster a `Distributed` table cannot be mutated: the mutation goes to `sharded_events` on one host
