@@ -10,6 +10,7 @@ from datetime import date, timedelta
 
 from dagster import (
     AssetExecutionContext,
+    AssetSpec,
     Config,
     DailyPartitionsDefinition,
     MaterializeResult,
@@ -19,6 +20,7 @@ from pydantic import Field
 
 from dags.common import (
     CLICKHOUSE_RETRY_POLICY,
+    EVENTS_KEY,
     ClickHouseClient,
     ClickHouseCluster,
     ClickHouseResource,
@@ -305,6 +307,7 @@ class DemoEventsConfig(Config):
     partitions_def=DEMO_EVENTS_PARTITIONS,
     kinds={"clickhouse"},
     tags=JobOwners.TEAM_PLATFORM.tags(),
+    owners=JobOwners.TEAM_PLATFORM.asset_owners(),
     retry_policy=CLICKHOUSE_RETRY_POLICY,
     group_name="demo",
 )
@@ -338,6 +341,24 @@ def demo_events(
             "events_by_type": {row["event"]: row["events"] for row in per_event},
         }
     )
+
+
+# The raw events as an asset of the graph. Ingestion writes them, not Dagster: the asset is never materialized
+# here, and `demo_events` is upstream of it because locally the demo traffic is what fills it.
+events = AssetSpec(
+    EVENTS_KEY,
+    description=(
+        "Every event of every team, as ingestion writes it: the raw `events` table (on a cluster, `Distributed` "
+        "over `sharded_events`). The web analytics pre-aggregates, the exports and the batch exports read it; "
+        "data deletions and the person-overrides squash rewrite it. Locally, `demo_events` fills it."
+    ),
+    deps=[demo_events],
+    kinds={"clickhouse"},
+    tags=JobOwners.TEAM_PLATFORM.tags(),
+    owners=JobOwners.TEAM_PLATFORM.asset_owners(),
+    group_name="demo",
+    metadata={"table": "events", "columns": "a contract: see dags/events.py"},
+)
 
 
 def delete_demo_day(cluster: ClickHouseCluster, day: date) -> None:

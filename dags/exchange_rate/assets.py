@@ -158,7 +158,12 @@ def _label(days: Sequence[date]) -> str:
 
 # --- Assets ------------------------------------------------------------------------------------------------
 
-_COMMON: dict[str, Any] = {"tags": OWNER_TAGS, "group_name": GROUP, "backfill_policy": BackfillPolicy.single_run()}
+_COMMON: dict[str, Any] = {
+    "tags": OWNER_TAGS,
+    "owners": JobOwners.TEAM_REVENUE_ANALYTICS.asset_owners(),
+    "group_name": GROUP,
+    "backfill_policy": BackfillPolicy.single_run(),
+}
 
 
 @asset(

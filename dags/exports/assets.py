@@ -13,7 +13,7 @@ from dagster import (
     define_asset_job,
 )
 
-from dags.common import EXTERNAL_API_RETRY_POLICY, ClickHouseResource, JobOwners
+from dags.common import EVENTS_KEY, EXTERNAL_API_RETRY_POLICY, ClickHouseResource, JobOwners
 from dags.exports.datasets import EVENTS_DATASET, WEB_BOUNCES_DATASET, WEB_STATS_DATASET
 from dags.exports.resource import ExportDestination
 from dags.exports.runs import run_export
@@ -31,10 +31,12 @@ EXPORT_BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=SETTING
 
 
 @asset(
+    deps=[EVENTS_KEY],
     partitions_def=EXPORT_DAILY_PARTITIONS,
     backfill_policy=EXPORT_BACKFILL_POLICY,
     kinds={"clickhouse", "parquet"},
     tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+    owners=JobOwners.TEAM_DATA_EXPORTS.asset_owners(),
     retry_policy=EXTERNAL_API_RETRY_POLICY,
     pool="exports_events",
     group_name="exports",
@@ -78,6 +80,7 @@ WEB_PRE_AGGREGATED_EXPORT_PARTITIONS = DailyPartitionsDefinition(
     backfill_policy=EXPORT_BACKFILL_POLICY,
     kinds={"clickhouse", "parquet"},
     tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+    owners=JobOwners.TEAM_DATA_EXPORTS.asset_owners(),
     retry_policy=EXTERNAL_API_RETRY_POLICY,
     pool="exports_web_pre_aggregated_stats",
     group_name="exports",
@@ -98,6 +101,7 @@ def web_pre_aggregated_stats_export(
     backfill_policy=EXPORT_BACKFILL_POLICY,
     kinds={"clickhouse", "parquet"},
     tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+    owners=JobOwners.TEAM_DATA_EXPORTS.asset_owners(),
     retry_policy=EXTERNAL_API_RETRY_POLICY,
     pool="exports_web_pre_aggregated_bounces",
     group_name="exports",

@@ -79,9 +79,10 @@ def build_batch_export_asset(export: BatchExport, max_days_per_run: int) -> Asse
         key=batch_export_key(export.name),
         partitions_def=batch_export_partitions(export),
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=per_run),
-        deps=[AssetKey(dataset.source_table)] if dataset.filled_per_day else [],
+        deps=[AssetKey(dataset.source_table)],
         kinds={"clickhouse", "postgres" if scheme == "postgresql" else "parquet"},
         tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+        owners=JobOwners.TEAM_DATA_EXPORTS.asset_owners(),
         retry_policy=EXTERNAL_API_RETRY_POLICY,
         # Its own pool: two runs of one export never write the same interval at once.
         pool=f"batch_export_{export.name}",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import Definitions
+from dagster import AssetKey, Definitions
 
 from dags.common import PROJECT_ROOT, JobOwners, owner_of_asset
 
@@ -100,9 +100,29 @@ def test_every_asset_and_job_has_an_owner(location: str) -> None:
         assert node.tags.get("owner") in owners, f"asset {key.to_user_string()} has no owner tag"
         # Alerts learn owners from this map (they never import other locations): it must agree with the tags.
         assert owner_of_asset(key.path) == node.tags["owner"], f"ASSET_OWNERS disagrees on {key.to_user_string()}"
+        # The same team as Dagster's owners, which the catalog filters by.
+        assert node.owners == JobOwners(node.tags["owner"]).asset_owners(), f"{key.to_user_string()}'s owners"
     for job in defs.resolve_all_job_defs():
         if not job.name.startswith("__"):
             assert job.tags.get("owner") in owners, f"job {job.name} has no owner tag"
+
+
+def test_the_raw_events_are_an_asset_upstream_of_every_asset_that_reads_them() -> None:
+    from dags.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    events = graph.get(AssetKey("events"))
+    assert not events.is_materializable and events.owners == ["team:platform"]
+    assert events.parent_keys == {AssetKey("demo_events")}
+    readers = {"web_pre_aggregated_stats", "web_pre_aggregated_bounces", "events_export"}
+    # Every batch export of the events dataset (batch_exports.yaml declares two).
+    readers |= {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if key.path[0] == "batch_exports" and graph.get(key).metadata.get("dataset") == "events"
+    }
+    assert len(readers) >= 5
+    assert {key.to_user_string() for key in events.child_keys} == readers
 
 
 def test_merged_definitions_show_every_location() -> None:

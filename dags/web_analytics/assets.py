@@ -23,7 +23,7 @@ from dagster import (
     define_asset_job,
 )
 
-from dags.common import CLICKHOUSE_RETRY_POLICY, ClickHouseResource, JobOwners
+from dags.common import CLICKHOUSE_RETRY_POLICY, EVENTS_KEY, ClickHouseResource, JobOwners
 from dags.web_analytics.checks import (
     check_events_left_out_by_day,
     check_specs,
@@ -143,6 +143,8 @@ ASSET_OPTIONS: dict[str, Any] = {
     "backfill_policy": BACKFILL_POLICY,
     "kinds": {"clickhouse"},
     "tags": JobOwners.TEAM_WEB_ANALYTICS.tags(),
+    "owners": JobOwners.TEAM_WEB_ANALYTICS.asset_owners(),
+    "deps": [EVENTS_KEY],
     "retry_policy": CLICKHOUSE_RETRY_POLICY,
     "pool": WEB_ANALYTICS_POOL,
     "group_name": "web_analytics",
