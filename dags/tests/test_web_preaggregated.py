@@ -334,6 +334,10 @@ def test_materialization_reports_rows_days_durations_and_passing_checks(
     assert [entry["rows_written"] for entry in bounces.values()] == [5, 0]
     # F belongs to the 15th: nothing starts on the 16th
     assert [entry["days_emptied"] for entry in bounces.values()] == [[], ["2024-03-16"]]
+    # A day without data says so, rather than reading as a "Row count 0" result on the asset's overview.
+    assert bounces["2024-03-15"]["dagster/row_count"] == 5 and "empty_day" not in bounces["2024-03-15"]
+    assert "dagster/row_count" not in bounces["2024-03-16"]
+    assert bounces["2024-03-16"]["empty_day"].startswith(f"No events to aggregate into {BOUNCES_TABLE} on 2024-03-16")
 
     evaluations = {(e.asset_key.path[0], e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
     checks = (CHECK_TOTALS_MATCH_EVENTS, CHECK_NO_EMPTY_DAYS, CHECK_NO_EVENTS_LEFT_OUT)

@@ -118,11 +118,19 @@ def materialize_window(
     # time, so a day's figures add up to the run's and never repeat them.
     shares = shares_of(rows_by_day)
     for day, rows in rows_by_day.items():
+        # A day without events is marked as such, not as a "Row count 0" result: the asset's overview shows
+        # the latest materialization, and after a backfill of old empty days that must not read as lost data.
+        stored = table_rows.get(day, 0)
+        size: dict[str, Any] = (
+            {"dagster/row_count": stored}
+            if stored
+            else {"empty_day": f"No events to aggregate into {pre_aggregate.table} on {day}: empty, not failed"}
+        )
         context.add_asset_metadata(
             {
                 "rows_written": rows,
                 "rows_by_day": {day: rows},
-                "dagster/row_count": table_rows.get(day, 0),
+                **size,
                 "days_covered": [day],
                 "days_emptied": [day] if day in refreshed["days_emptied"] else [],
                 "insert_seconds": round(refreshed["insert_seconds"] * shares[day], 3),
@@ -159,6 +167,8 @@ def web_pre_aggregated_stats(
 
     The dashboards' traffic and paths panels read this instead of raw events. Partitions: one per day
     (`YYYY-MM-DD`, UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
+    A day without events is marked `empty_day` rather than given a row count of 0. "Latest materialization"
+    is the day computed last (after a backfill of old days, an old day): each day's figures are in Partitions.
     """
     yield from materialize_window(context, config, clickhouse, STATS)
 
@@ -172,6 +182,8 @@ def web_pre_aggregated_bounces(
     With bounces (one pageview, no autocapture, under 10 seconds), total duration and session count,
     for the dashboards' bounce rate and session duration panels. Partitions: one per day (`YYYY-MM-DD`,
     UTC) from WEB_ANALYTICS_START_DATE (default 2024-01-01) through today.
+    A day without events is marked `empty_day` rather than given a row count of 0. "Latest materialization"
+    is the day computed last (after a backfill of old days, an old day): each day's figures are in Partitions.
     """
     yield from materialize_window(context, config, clickhouse, BOUNCES)
 
