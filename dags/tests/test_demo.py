@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunsFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from dags.common import PROJECT_ROOT, ClickHouseResource
@@ -86,6 +86,20 @@ def test_demo_fills_every_table_and_export_for_a_date_range(tmp_path: Path, clic
         assert all(run.job_name != "__ephemeral_asset_job__" for run in runs)
         demo_events_runs = [run for run in runs if run.job_name == "__ASSET_JOB"]
         assert all(run.asset_selection == {AssetKey("demo_events")} for run in demo_events_runs)
+        # Each run belongs to its location of workspace.yaml: the job page's Runs tab asks for exactly this
+        # filter (job name and repository label), and the jobs list and timeline group by the run's origin.
+        for job_name, location in (
+            ("web_analytics_daily_job", "web_analytics"),
+            ("events_export_job", "data_exports"),
+            ("daily_exchange_rates_job", "revenue_analytics"),
+            ("__ASSET_JOB", "shared"),
+        ):
+            label = {".dagster/repository": f"__repository__@{location}"}
+            under_job = instance.get_runs(RunsFilter(job_name=job_name, tags=label))
+            assert (
+                {run.run_id for run in under_job} == {run.run_id for run in runs if run.job_name == job_name} != set()
+            )
+            assert all(run.remote_job_origin.location_name == location for run in under_job)
         check_keys = [
             AssetCheckKey(AssetKey(table), check)
             for table in ("web_pre_aggregated_stats", "web_pre_aggregated_bounces")
