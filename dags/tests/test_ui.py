@@ -32,7 +32,9 @@ from dags.common import PROJECT_ROOT, ClickHouseResource
 from dags.events import recent_days
 from dags.tests.conftest import free_port, missing_server, wait_until
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the whole module (bin/test distributes by group), in file order: one demo and one
+# `dagster dev` serve every test, and the walk-throughs build on each other's runs.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui")]
 
 SCREENSHOTS = PROJECT_ROOT / "test-output" / "ui"
 PARTITION = "2024-03-15"
@@ -42,7 +44,9 @@ STATUS_SENSORS = ("run_status_started", "run_status_success", "run_status_failur
 # The demo's days, as bin/demo picks them (up to yesterday); enough events that each web analytics run has
 # a few seconds of work, so the queue in README's walk-through can be seen.
 DEMO_DAYS = [day.isoformat() for day in recent_days(3)]
-DEMO_EVENTS_PER_DAY = 200_000
+DEMO_EVENTS_PER_DAY = 500_000  # as README's walk-through: at 200,000 a run could end between two looks
+# The one batch export of the module's instance: team 1's events, daily, to a folder (see `dagster_dev`).
+BATCH_EXPORT = "team_1_events"
 
 
 def workspace_locations() -> list[str]:
@@ -77,15 +81,30 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory, clickhouse_data_path: 
     port = free_port()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     log_path = SCREENSHOTS / "dagster-dev.log"
-    no_batch_exports = home / "no_batch_exports.yaml"
-    no_batch_exports.write_text("exports: []\n")
+    batch_exports = home / "batch_exports.yaml"
+    batch_exports.write_text(
+        yaml.safe_dump(
+            {
+                "exports": [
+                    {
+                        "name": BATCH_EXPORT,
+                        "team_id": 1,
+                        "dataset": "events",
+                        "destination": (home / "batch_exports" / BATCH_EXPORT).as_uri(),
+                        "interval": "day",
+                        "start": "2024-01-01",
+                    }
+                ]
+            }
+        )
+    )
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "CLICKHOUSE_URL": clickhouse_url,
         "DAGSTER_WEBSERVER_URL": f"http://127.0.0.1:{port}",
-        # No batch exports: their schedules run by default, and a tick would start runs on the test's ClickHouse.
-        "BATCH_EXPORTS_FILE": str(no_batch_exports),
+        # One batch export (its schedule is off on the embedded engine): the demo fills it, a walk-through backfills it.
+        "BATCH_EXPORTS_FILE": str(batch_exports),
     }
     env.pop("SLACK_BOT_TOKEN", None)
     demo = subprocess.run(
@@ -343,8 +362,8 @@ def every_asset_and_group() -> tuple[set[str], set[str]]:
         graph = importlib.import_module(f"dags.locations.{location}").defs.resolve_asset_graph()
         for key in graph.get_all_asset_keys():
             node = graph.get(key)
-            # The module's dagster dev runs without batch exports (BATCH_EXPORTS_FILE names no file), while
-            # this process loaded the project's batch_exports.yaml.
+            # The module's dagster dev has a batch exports file of its own, while this process loaded the
+            # project's batch_exports.yaml.
             if node.is_external or node.group_name == "batch_exports":
                 continue
             names.add(key.to_user_string())
@@ -450,7 +469,6 @@ def click_text(driver: Any, text: str, timeout: float = 30) -> None:
 
 
 def test_after_the_demo_its_days_show_materialized_with_passed_checks(dagster_dev: DagsterDev, browser: Any) -> None:
-    from selenium.webdriver.common.by import By
 
     asset = "web_pre_aggregated_stats"
     browser.get(f"{dagster_dev.url}/assets/{asset}?view=partitions&partition={DEMO_DAYS[-1]}")
@@ -461,9 +479,47 @@ def test_after_the_demo_its_days_show_materialized_with_passed_checks(dagster_de
     wait_for_visible(browser, "//*[starts-with(normalize-space(text()), 'Missing (')]").click()  # filled days only
     wait_for_page(browser, lambda page: all(day in page for day in DEMO_DAYS), "the demo days in the list")
     browser.save_screenshot(str(SCREENSHOTS / "asset-partitions-filled.png"))
+    each_day_shows_its_own_row_count(dagster_dev, browser, asset)
+    every_check_passed_on_every_demo_day(dagster_dev, browser, asset)
 
-    # Each check's latest result, and its result for every demo day (recorded per day, not "Skipped").
-    browser.get(f"{dagster_dev.url}/assets/{asset}?view=checks")
+
+def day_rows(server: DagsterDev, table: str, day_column: str) -> dict[str, int]:
+    """Rows per day of a table, counted in ClickHouse (not from what the runs recorded)."""
+    with server.clickhouse.get_client() as client:
+        rows = client.query_rows(
+            "SELECT toString(toDate({column:Identifier})) AS day, count() AS rows FROM {table:Identifier} GROUP BY day",
+            {"column": day_column, "table": table},
+        )
+    return {row["day"]: int(row["rows"]) for row in rows}
+
+
+def metadata_value(page_text: str, key: str) -> str:
+    """The value the partition's panel shows for a metadata entry: the line after its key."""
+    lines = page_text.split("\n")
+    assert key in lines, f"{key} is not on the page"
+    return lines[lines.index(key) + 1]
+
+
+def each_day_shows_its_own_row_count(server: DagsterDev, browser: Any, asset: str) -> None:
+    """Each demo day's panel shows that day's rows of the table, as ClickHouse counts them."""
+    from selenium.webdriver.common.by import By
+
+    rows = day_rows(server, asset, "period_bucket")
+    assert len({rows[day] for day in DEMO_DAYS}) == len(DEMO_DAYS), rows  # a repeated run total cannot pass
+    for day in DEMO_DAYS:
+        browser.get(f"{server.url}/assets/{asset}?view=partitions&partition={day}")
+        wait_for_page(browser, lambda page: "dagster/row_count" in page, f"{day}'s metadata")
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert int(metadata_value(text, "dagster/row_count").replace(",", "")) == rows[day], day
+        assert metadata_value(text, "rows_by_day").strip() == "{", day  # this day's own, not the run's days
+        assert f'"{day}": {rows[day]}' in text
+
+
+def every_check_passed_on_every_demo_day(server: DagsterDev, browser: Any, asset: str) -> None:
+    """Each check's latest result, and its result for every demo day (recorded per day, not "Skipped")."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.url}/assets/{asset}?view=checks")
     wait_for_page(browser, lambda page: "totals_match_events" in page, "the checks list")
     checks_list = browser.find_element(By.TAG_NAME, "body").text
     assert checks_list.count("Succeeded") >= 2 and "Skipped" not in checks_list, checks_list
@@ -568,6 +624,187 @@ def test_readme_walk_through_a_backfill_runs_one_day_at_a_time(dagster_dev: Dags
     assert [record.dagster_run.status.value for record in records] == ["SUCCESS"] * len(DEMO_DAYS)
     for earlier, later in zip(records, records[1:], strict=False):
         assert later.start_time >= earlier.end_time, "two web analytics runs ran at the same time"
+
+    # What the pages show after the backfill: every check passed on every day (none "Skipped"), and each
+    # day's own row count.
+    every_check_passed_on_every_demo_day(dagster_dev, browser, "web_pre_aggregated_bounces")
+    each_day_shows_its_own_row_count(dagster_dev, browser, "web_pre_aggregated_bounces")
+
+
+def test_the_demo_runs_are_listed_under_their_job_in_the_jobs_list_and_on_the_timeline(
+    dagster_dev: DagsterDev, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{dagster_dev.url}/locations/web_analytics/jobs/web_analytics_daily_job/runs")
+    wait_for_page(
+        browser,
+        lambda page: all(f"partition: {day}" in page for day in DEMO_DAYS),
+        "the demo's runs on the job's Runs tab",
+    )
+    browser.save_screenshot(str(SCREENSHOTS / "job-runs.png"))
+
+    browser.get(f"{dagster_dev.url}/jobs")
+    wait_for_page(browser, lambda page: "web_analytics_daily_job" in page, "the jobs list")
+    lines = browser.find_element(By.TAG_NAME, "body").text.split("\n")
+    for job in ("web_analytics_daily_job", "events_export_job", f"batch_export_{BATCH_EXPORT}_job"):
+        assert lines[lines.index(job) + 1].endswith("ago"), f"the jobs list shows no latest run of {job}"
+
+    browser.get(f"{dagster_dev.url}/overview/activity/timeline")
+    wait_for_page(browser, lambda page: "web_analytics_daily_job" in page, "the demo's jobs on the timeline")
+    timeline = browser.find_element(By.TAG_NAME, "body").text
+    assert "events_export_job" in timeline and "daily_exchange_rates_job" in timeline
+
+
+ASSET_LINEAGE_QUERY = """
+query ($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode { isMaterializable dependedByKeys { path } dependencyKeys { path } }
+  }
+}
+"""
+
+
+def test_the_raw_events_are_upstream_of_every_asset_that_reads_them(dagster_dev: DagsterDev, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    readers = {
+        "web_pre_aggregated_stats",
+        "web_pre_aggregated_bounces",
+        "events_export",
+        f"batch_exports/{BATCH_EXPORT}",
+    }
+    # What the lineage page draws, as the webserver serves it to the page.
+    node = dagster_dev.graphql(ASSET_LINEAGE_QUERY, {"key": {"path": ["events"]}})["assetNodeOrError"]
+    assert {"/".join(key["path"]) for key in node["dependedByKeys"]} == readers
+    assert node["dependencyKeys"] == [{"path": ["demo_events"]}] and not node["isMaterializable"]
+
+    browser.get(f"{dagster_dev.url}/assets/events?view=lineage")
+    wait_for_page(browser, lambda page: "events_export" in page and BATCH_EXPORT in page, "events' lineage")
+    lines = browser.find_element(By.TAG_NAME, "body").text.split("\n")
+    # Long names are middle-truncated in the graph's boxes (web_pre_a…_bounces).
+    shown = {line for line in lines if line.startswith("web_pre_a") and line.endswith(("_stats", "_bounces"))}
+    assert len(shown) == 2 and {"External Asset", "demo_events", "events_export", BATCH_EXPORT} <= set(lines)
+    browser.save_screenshot(str(SCREENSHOTS / "events-lineage.png"))
+
+
+def test_readme_walk_through_a_batch_export_backfill_from_its_asset_page(dagster_dev: DagsterDev, browser: Any) -> None:
+    """Assets > batch_exports/<name> > Materialize… > a range of days > Launch backfill: each day's file is
+    written again, and each day's partition shows that day's own record count."""
+    import pyarrow.parquet as pq
+    from dagster import DagsterInstance, RunsFilter
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    launched_after = datetime.now(UTC)
+    asset = f"batch_exports/{BATCH_EXPORT}"
+    browser.get(f"{dagster_dev.url}/assets/{asset}")  # its overview: the dialog's is the only partition box
+    click_text(browser, "Materialize…")
+    # The dialog's partition box (its placeholder: "No matching partitions" until something is typed).
+    partitions = wait_for_visible(
+        browser, "//input[@placeholder='No matching partitions' or starts-with(@placeholder, 'ex: ')]"
+    )
+    partitions.click()
+    partitions.send_keys(f"[{DEMO_DAYS[0]}...{DEMO_DAYS[-1]}]", Keys.ENTER)
+    wait_for_page(browser, lambda page: f"{len(DEMO_DAYS)} partitions" in page, "the range in the launch dialog")
+    click_text(browser, "Launch backfill")
+    wait_for_page(browser, lambda page: "Created backfill" in page, "the backfill to be created")
+
+    with DagsterInstance.from_config(str(dagster_dev.home)) as instance:
+
+        def backfill_runs() -> list[Any]:
+            runs = instance.get_runs(RunsFilter(created_after=launched_after))
+            return [run for run in runs if run.tags.get("dagster/backfill")]
+
+        def all_done() -> bool:
+            runs = backfill_runs()
+            return bool(runs) and all(run.is_finished for run in runs)
+
+        wait_until(all_done, 480, "the batch export backfill's runs to finish", interval=1)
+        runs = backfill_runs()
+    assert all(run.status.value == "SUCCESS" for run in runs), [run.status for run in runs]
+    run_ids = {run.run_id[:8] for run in runs}
+
+    # Each day's record count on its partition: the rows of that day's file, read back independently.
+    folder = dagster_dev.home / "batch_exports" / BATCH_EXPORT
+    rows = {
+        day: sum(pq.read_table(path).num_rows for path in folder.glob(f"**/date={day}/*.parquet")) for day in DEMO_DAYS
+    }
+    assert all(rows.values()) and len(set(rows.values())) == len(DEMO_DAYS), rows
+    for day in DEMO_DAYS:
+        browser.get(f"{dagster_dev.url}/assets/{asset}?view=partitions&partition={day}")
+        wait_for_page(browser, lambda page: "dagster/row_count" in page, f"{day}'s record count")
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert int(metadata_value(text, "dagster/row_count").replace(",", "")) == rows[day], day
+        assert any(run_id in text for run_id in run_ids), f"{day}'s latest materialization is not the backfill's"
+    browser.save_screenshot(str(SCREENSHOTS / "batch-export-partition.png"))
+
+
+def launch_from_the_launchpad(server: DagsterDev, browser: Any, location: str, job: str) -> str:
+    """Jobs > <job> > Launchpad > Launch Run, with the job's default config; the new run's id."""
+    browser.get(f"{server.url}/locations/{location}/jobs/{job}/playground")
+    wait_for_page(browser, lambda page: "No errors" in page, f"{job}'s launchpad")
+    click_text(browser, "Launch Run")
+    wait_until(lambda: "/runs/" in browser.current_url, 60, "the new run's page", interval=0.5)
+    return browser.current_url.split("/runs/")[1].split("?")[0].strip("/")
+
+
+def test_readme_walk_through_a_deletion_dry_run_then_the_deletion_recorded_on_the_changed_days(
+    dagster_dev: DagsterDev, browser: Any
+) -> None:
+    """README's "Data deletion": a request, a dry run from its launchpad (marked as one, nothing changed),
+    then `data_deletion_job` from its launchpad; the changed days' pages say the deletion rewrote them."""
+    from selenium.webdriver.common.by import By
+
+    day = DEMO_DAYS[-1]
+    with dagster_dev.clickhouse.get_client() as client:
+        person = client.command(
+            "SELECT toString(person_id) FROM events WHERE team_id = 1 AND toDate(timestamp) = {day:Date} "
+            "AND event = '$pageview' ORDER BY person_id LIMIT 1",
+            {"day": day},
+        )
+    person_events = "SELECT count() FROM events WHERE team_id = 1 AND person_id = {person:UUID}"
+
+    def events_of_the_person() -> int:
+        with dagster_dev.clickhouse.get_client() as client:
+            return int(client.command(person_events, {"person": person}))
+
+    before = events_of_the_person()
+    assert before > 0
+    request = {
+        "selector": {
+            "repositoryLocationName": "data_platform",
+            "repositoryName": "__repository__",
+            "pipelineName": "request_data_deletion",
+        },
+        "runConfigData": {
+            "ops": {"insert_deletion_request": {"config": {"team_id": 1, "key_type": "person", "key": person}}}
+        },
+        "mode": "default",
+    }
+    request_run = launch_and_wait(dagster_dev, request, until={"SUCCESS", "FAILURE", "CANCELED"})
+    assert run_status(dagster_dev, request_run) == "SUCCESS", dagster_dev.log_tail()
+
+    dry_run = launch_from_the_launchpad(dagster_dev, browser, "data_platform", "data_deletion_dry_run_job")
+    wait_for_status(dagster_dev, dry_run, {"SUCCESS", "FAILURE", "CANCELED"}, timeout=480)
+    assert run_status(dagster_dev, dry_run) == "SUCCESS", dagster_dev.log_tail()
+    assert events_of_the_person() == before, "a dry run deleted events"
+    browser.get(f"{dagster_dev.url}/runs")
+    wait_for_page(browser, lambda page: dry_run[:8] in page, "the dry run in the Runs list")
+    [row] = [row for row in runs_page_rows(browser) if dry_run[:8] in row]
+    assert "dry_run: true" in row and "data_deletion_dry_run_job" in row, row
+
+    deletion = launch_from_the_launchpad(dagster_dev, browser, "data_platform", "data_deletion_job")
+    wait_for_status(dagster_dev, deletion, {"SUCCESS", "FAILURE", "CANCELED"}, timeout=600)
+    assert run_status(dagster_dev, deletion) == "SUCCESS", dagster_dev.log_tail()
+    assert events_of_the_person() == 0
+
+    # The day the person's events were deleted from: its pre-aggregate's latest materialization is the deletion.
+    browser.get(f"{dagster_dev.url}/assets/web_pre_aggregated_stats?view=partitions&partition={day}")
+    wait_for_page(browser, lambda page: "data deletion" in page, f"the deletion recorded on {day}")
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert deletion[:8] in text and metadata_value(text, "reason") == "data deletion", text[-2000:]
+    browser.save_screenshot(str(SCREENSHOTS / "deletion-recorded.png"))
 
 
 # --- Terminating a run from the UI -----------------------------------------------------------------------
