@@ -82,10 +82,10 @@ def export_destination_of(export: BatchExport) -> ExportDestination:
 def add_alert_channel_to_run(context: AssetExecutionContext, channel: str) -> None:
     """Tag the run with the export's alert channel when it lacks it: a run launched from the asset's page is an
     implicit asset job's, without the export job's tags, and the failure alert reads the run's tags."""
-    tags = context.instance.get_run_by_id(context.run_id).tags  # fresh: another export's step may have added one
+    tags = context.instance.get_run_by_id(context.run.run_id).tags  # fresh: another export's step may have added one
     channels = {name for name in tags.get(ALERT_CHANNEL_TAG, "").split(",") if name}
     if channel not in channels:
-        context.instance.add_run_tags(context.run_id, {ALERT_CHANNEL_TAG: ",".join(sorted(channels | {channel}))})
+        context.instance.add_run_tags(context.run.run_id, {ALERT_CHANNEL_TAG: ",".join(sorted(channels | {channel}))})
 
 
 def build_batch_export_asset(export: BatchExport, max_days_per_run: int) -> AssetsDefinition:

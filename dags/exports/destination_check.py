@@ -88,7 +88,7 @@ def probe_bucket(bucket: Destination) -> dict[str, Any]:
 
 
 def what_to_fix(error: DestinationAccessError, export: BatchExport, scheme: str, location: str) -> str:
-    """The first sentence of a refusal: what the export's owner has to change."""
+    """The first sentence of a refusal that needs one (the error alone may not say what to change), else ''."""
     if error.code in MISSING_BUCKET_CODES:
         return f"The bucket {location!r} does not exist: create it, or correct the destination in the file"
     if error.code in REFUSED_CREDENTIAL_CODES:
@@ -99,7 +99,7 @@ def what_to_fix(error: DestinationAccessError, export: BatchExport, scheme: str,
         ]
         source = ", ".join(named) if named else "the process's own credentials (credentials_env names none)"
         return f"The destination refused the credentials: check {source}"
-    return "The destination refused the check"
+    return ""
 
 
 def check_destination(export: BatchExport, destination: ExportDestination) -> dict[str, Any]:
