@@ -46,6 +46,7 @@ from dags.clickhouse.cluster import ClickHouseCluster, ClusterHostsError, Host
 from dags.clickhouse.errors import first_line
 
 __all__ = [
+    "ALERT_CHANNEL_TAG",
     "ASSET_OWNERS",
     "CLICKHOUSE_RETRY_POLICY",
     "EVENTS_KEY",
@@ -128,6 +129,11 @@ ASSET_OWNERS: dict[str, JobOwners] = {
     "web_pre_aggregated_bounces_export": JobOwners.TEAM_DATA_EXPORTS,
     "batch_exports": JobOwners.TEAM_DATA_EXPORTS,
 }
+
+
+# A run (job, asset) with this tag has its failure alert posted to that Slack channel rather than its owner's:
+# the channel's name, without the `#` (Dagster's asset tags cannot hold one); several are comma-separated.
+ALERT_CHANNEL_TAG = "alert_channel"
 
 
 def owner_of_asset(key_path: Sequence[str]) -> str:

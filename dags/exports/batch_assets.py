@@ -32,9 +32,10 @@ from dagster import (
 from dagster._core.definitions.partitions.partitioned_schedule import UnresolvedPartitionedAssetScheduleDefinition
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from dags.common import EXTERNAL_API_RETRY_POLICY, ClickHouseResource, JobOwners
+from dags.common import ALERT_CHANNEL_TAG, EXTERNAL_API_RETRY_POLICY, ClickHouseResource, JobOwners
 from dags.exports.datasets import DATASETS
 from dags.exports.declarations import BatchExport, BatchExportsFileError, load_batch_exports
+from dags.exports.destination_check import build_destination_check_job
 from dags.exports.destinations.postgres import parse_postgres_url
 from dags.exports.resource import ExportDestination, parse_destination_url
 from dags.exports.runs import run_export
@@ -45,6 +46,7 @@ MAX_RUNTIME_SECONDS = {"hour": 3600, "day": 4 * 3600}
 # Schedules run a few minutes after each interval closes, when late events of it have arrived.
 SCHEDULE_MINUTE = {"hour": 10, "day": 15}
 STAND_IN_JOB = "batch_exports_failed_to_load"
+CHECK_RUNTIME = 300  # a destination check writes one small probe: minutes mean something hangs
 
 
 @dataclass
@@ -67,12 +69,31 @@ def batch_export_partitions(export: BatchExport) -> TimeWindowPartitionsDefiniti
     return DailyPartitionsDefinition(start_date=export.start.isoformat(), timezone="UTC")
 
 
+def shown_destination(export: BatchExport) -> str:
+    """The export's destination as the UI, logs and metadata show it: never with credentials."""
+    scheme = parse_destination_url(export.destination)[0]
+    return parse_postgres_url(export.destination).display if scheme == "postgresql" else export.destination
+
+
+def export_destination_of(export: BatchExport) -> ExportDestination:
+    return ExportDestination(url=export.destination, credentials_env=export.credentials_env)
+
+
+def add_alert_channel_to_run(context: AssetExecutionContext, channel: str) -> None:
+    """Tag the run with the export's alert channel when it lacks it: a run launched from the asset's page is an
+    implicit asset job's, without the export job's tags, and the failure alert reads the run's tags."""
+    tags = context.instance.get_run_by_id(context.run.run_id).tags  # fresh: another export's step may have added one
+    channels = {name for name in tags.get(ALERT_CHANNEL_TAG, "").split(",") if name}
+    if channel not in channels:
+        context.instance.add_run_tags(context.run.run_id, {ALERT_CHANNEL_TAG: ",".join(sorted(channels | {channel}))})
+
+
 def build_batch_export_asset(export: BatchExport, max_days_per_run: int) -> AssetsDefinition:
     """One export's asset: each partition is one interval of the team's selected rows in its destination."""
     dataset = DATASETS[export.dataset]
-    destination = ExportDestination(url=export.destination, credentials_env=export.credentials_env)
+    destination = export_destination_of(export)
     scheme = parse_destination_url(export.destination)[0]
-    shown_destination = parse_postgres_url(export.destination).display if scheme == "postgresql" else export.destination
+    shown = shown_destination(export)
     per_run = max_days_per_run * 24 if export.hourly else max_days_per_run  # the same span of time per run
 
     @asset(
@@ -81,20 +102,20 @@ def build_batch_export_asset(export: BatchExport, max_days_per_run: int) -> Asse
         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=per_run),
         deps=[AssetKey(dataset.source_table)],
         kinds={"clickhouse", "postgres" if scheme == "postgresql" else "parquet"},
-        tags=JobOwners.TEAM_DATA_EXPORTS.tags(),
+        tags={**JobOwners.TEAM_DATA_EXPORTS.tags(), **export.alert_tags},
         owners=JobOwners.TEAM_DATA_EXPORTS.asset_owners(),
         retry_policy=EXTERNAL_API_RETRY_POLICY,
         # Its own pool: two runs of one export never write the same interval at once.
         pool=f"batch_export_{export.name}",
         group_name="batch_exports",
         description=(
-            f"Team {export.team_id}'s {export.dataset}, every {export.interval}, to {shown_destination}: "
+            f"Team {export.team_id}'s {export.dataset}, every {export.interval}, to {shown}: "
             "a batch export declared in the batch exports file. Partitions: one per "
             f"{export.interval} (UTC) from its start, {export.start} (the entry's start in BATCH_EXPORTS_FILE), "
             f"through the last complete {export.interval}."
         ),
         metadata={
-            "destination": shown_destination,
+            "destination": shown,
             "interval": export.interval,
             "dataset": export.dataset,
             "team_id": export.team_id,
@@ -102,9 +123,12 @@ def build_batch_export_asset(export: BatchExport, max_days_per_run: int) -> Asse
             "exclude_events": list(export.exclude_events) or "none",
             "columns": list(export.columns) or "all",
             "credentials_env": dict(export.credentials_env),  # variable names only
+            "alert_channel": export.alert_channel or "the owner's channel",
         },
     )
     def batch_export(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+        if export.alert_channel:
+            add_alert_channel_to_run(context, export.alert_channel.lstrip("#"))
         return run_export(
             context, clickhouse, destination, dataset, export.selection, hourly=export.hourly, name=export.name
         )
@@ -134,8 +158,15 @@ def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDe
             selection=[export_asset],
             tags={
                 **JobOwners.TEAM_DATA_EXPORTS.tags(),
+                **export.alert_tags,
                 "dagster/max_runtime": str(MAX_RUNTIME_SECONDS[export.interval]),
             },
+        )
+        check_job = build_destination_check_job(
+            export,
+            export_destination_of(export),
+            shown_destination(export),
+            {**JobOwners.TEAM_DATA_EXPORTS.tags(), **export.alert_tags, "dagster/max_runtime": str(CHECK_RUNTIME)},
         )
         schedule = build_schedule_from_partitioned_job(
             job,
@@ -147,7 +178,7 @@ def build_batch_exports(settings: ExportSettings | None = None) -> BatchExportDe
             f"{'hour' if export.hourly else 'day'} just ended, to its destination. {when}.",
         )
         definitions.assets.append(export_asset)
-        definitions.jobs.append(job)
+        definitions.jobs.extend([job, check_job])
         definitions.schedules.append(schedule)
     return definitions
 

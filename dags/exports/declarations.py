@@ -13,6 +13,7 @@ exports:
     events: [$pageview]             # optional (events only)
     exclude_events: [$autocapture]  # optional (events only)
     columns: [uuid, event, timestamp, distinct_id, properties]   # optional subset, in this order
+    alert_channel: "#team-2-exports"   # optional: failed runs alert this Slack channel (quoted: # starts a comment)
 ```
 
 `${DAGSTER_HOME}` in a destination stands for the Dagster instance folder, so that examples can write
@@ -29,12 +30,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.events import AliasEvent
 
-from dags.common import INT64_MAX
+from dags.common import ALERT_CHANNEL_TAG, INT64_MAX
 from dags.exports.datasets import DATASETS, ExportSelection
 from dags.exports.destination_overlap import overlap_problems
 from dags.exports.resource import CREDENTIAL_NAMES, parse_destination_url
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+# A Slack channel name (lowercase letters, digits, - and _), at most 63 characters after the # so that it fits
+# a Dagster asset tag.
+ALERT_CHANNEL_PATTERN = r"^#[a-z0-9_-]{1,63}$"
 DAGSTER_HOME_PLACEHOLDER = "${DAGSTER_HOME}"
 
 
@@ -57,6 +61,7 @@ class BatchExport(BaseModel):
     events: tuple[str, ...] = ()
     exclude_events: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+    alert_channel: str | None = Field(default=None, pattern=ALERT_CHANNEL_PATTERN)
 
     @property
     def selection(self) -> ExportSelection:
@@ -67,6 +72,11 @@ class BatchExport(BaseModel):
     @property
     def hourly(self) -> bool:
         return self.interval == "hour"
+
+    @property
+    def alert_tags(self) -> dict[str, str]:
+        """The ``alert_channel`` tag of the export's asset and jobs: the channel without its ``#``."""
+        return {ALERT_CHANNEL_TAG: self.alert_channel.lstrip("#")} if self.alert_channel else {}
 
 
 def entry_problems(entry: BatchExport, dagster_home: Path) -> list[tuple[str, str]]:
@@ -194,6 +204,11 @@ def load_batch_exports(
             problems.append(f"{where}.name: {name!r} is already the name of exports[{seen[name]}]")
         if isinstance(name, str):
             seen.setdefault(name, index)
+        if isinstance(raw, dict) and "alert_channel" in raw and raw["alert_channel"] is None:
+            problems.append(
+                f'{where}.alert_channel: empty; quote the channel, alert_channel: "#team-exports" '
+                "(YAML reads an unquoted # as the start of a comment)"
+            )
         try:
             entry = BatchExport.model_validate(raw)
         except ValidationError as error:
@@ -225,6 +240,11 @@ def _message(issue: dict[str, Any]) -> str:
         return f"unknown field; allowed: {', '.join(BatchExport.model_fields)}"
     if issue["type"] == "missing":
         return "required"
+    if issue["type"] == "string_pattern_mismatch" and issue["loc"][:1] == ("alert_channel",):
+        return (
+            f"{issue['input']!r} is not a Slack channel: # then at most 63 lowercase letters, digits, - and _ "
+            '(e.g. "#team-2-exports")'
+        )
     if issue["type"] == "string_pattern_mismatch":
         return f"{issue['input']!r} must be lowercase letters, digits and _, starting with a letter"
     if issue["type"] == "literal_error":

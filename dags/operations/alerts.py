@@ -14,7 +14,7 @@ from dagster import (
     run_failure_sensor,
 )
 
-from dags.common import NOT_CONFIGURED_METADATA_KEY
+from dags.common import ALERT_CHANNEL_TAG, NOT_CONFIGURED_METADATA_KEY
 from dags.operations.owners import location_of, run_owner
 from dags.operations.slack import SlackAlertsResource
 
@@ -28,6 +28,12 @@ CONSECUTIVE_FAILURES_TAG = "alert_after_consecutive_failures"
 UNREACHABLE_CHANNEL_ERRORS = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
 
 MAX_ERROR_CHARS = 600
+
+
+def alert_channels(run: DagsterRun) -> list[str]:
+    """The Slack channels the run's ``alert_channel`` tag names (a batch export's own channel), ``#`` first."""
+    names = (name.strip().lstrip("#") for name in run.tags.get(ALERT_CHANNEL_TAG, "").split(","))
+    return [f"#{name}" for name in dict.fromkeys(names) if name]
 
 
 def consecutive_failure_threshold(run: DagsterRun) -> int:
@@ -157,19 +163,34 @@ def slack_on_run_failure(context: RunFailureSensorContext, slack: SlackAlertsRes
         )
         return
     text, blocks = failure_message(context, slack, streak)
-    channel = slack.channel_for(run_owner(run))
+    owner_channel = slack.channel_for(run_owner(run))
+    channels = alert_channels(run) or [owner_channel]
     if not slack.enabled:
-        context.log.warning(f"[alert for {channel}; SLACK_BOT_TOKEN is not set, so it goes to the log]\n{text}")
+        context.log.warning(
+            f"[alert for {', '.join(channels)}; SLACK_BOT_TOKEN is not set, so it goes to the log]\n{text}"
+        )
         return
+    client = slack.get_client()
+    for channel in channels:
+        # A channel the bot cannot post to hands the alert on: the owner's channel, then the default one.
+        fallbacks = list(dict.fromkeys(name for name in (owner_channel, slack.default_channel) if name != channel))
+        post_alert(context, client, [channel, *fallbacks], text, blocks)
+
+
+def post_alert(
+    context: RunFailureSensorContext, client: Any, channels: list[str], text: str, blocks: list[dict[str, Any]]
+) -> None:
+    """Post to the first of ``channels`` Slack says it can reach, noting on the message which ones it could not."""
     from slack_sdk.errors import SlackApiError  # with the client: the SDK loads only when an alert is sent
 
-    client = slack.get_client()
-    try:
-        client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-    except SlackApiError as error:
-        reason = error.response.get("error") if error.response is not None else None
-        if reason not in UNREACHABLE_CHANNEL_ERRORS or channel == slack.default_channel:
-            raise
-        context.log.warning(f"Slack channel {channel} is unreachable ({reason}); alerting {slack.default_channel}")
-        note = f"(could not post to {channel}: {reason})\n"
-        client.chat_postMessage(channel=slack.default_channel, text=note + text, blocks=blocks)
+    notes = ""
+    for index, channel in enumerate(channels):
+        try:
+            client.chat_postMessage(channel=channel, text=notes + text, blocks=blocks)
+            return
+        except SlackApiError as error:
+            reason = error.response.get("error") if error.response is not None else None
+            if reason not in UNREACHABLE_CHANNEL_ERRORS or index == len(channels) - 1:
+                raise
+            context.log.warning(f"Slack channel {channel} is unreachable ({reason}); alerting {channels[index + 1]}")
+            notes += f"(could not post to {channel}: {reason})\n"

@@ -45,6 +45,9 @@ EXPECTED = {
             "web_pre_aggregated_exports_job",
             "batch_export_team_1_pageviews_job",
             "batch_export_team_2_events_job",
+            # each batch export's "check destination" job
+            "batch_export_team_1_pageviews_check_destination",
+            "batch_export_team_2_events_check_destination",
         },
         "schedules": {
             "events_export_daily_schedule",

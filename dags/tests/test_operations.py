@@ -326,6 +326,9 @@ MAX_RUNTIMES = {
     # The example batch exports shipped in batch_exports.yaml: 1 h for an hourly export, 4 h for a daily one.
     "batch_export_team_1_pageviews_job": 3600,
     "batch_export_team_2_events_job": 4 * 3600,
+    # Their "check destination" jobs: 5 min, one probe file or a privilege query.
+    "batch_export_team_1_pageviews_check_destination": 300,
+    "batch_export_team_2_events_check_destination": 300,
 }
 
 

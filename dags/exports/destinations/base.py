@@ -11,7 +11,14 @@ PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 
 
 class DestinationAccessError(Exception):
-    """The destination refused us (credentials, permissions, missing bucket): retrying will not help."""
+    """The destination refused us (credentials, permissions, missing bucket): retrying will not help.
+
+    ``code`` is what the destination answered (``NoSuchBucket``, ``SignatureDoesNotMatch``, ``404``), when it did.
+    """
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
 
 
 class DestinationUnreachableError(Exception):
@@ -49,6 +56,10 @@ class Destination:
 
     def read_bytes(self, path: str) -> bytes:
         """The content of the file at `path` (data deletion reads rewritten files back to verify them)."""
+        raise NotImplementedError
+
+    def delete(self, path: str) -> None:
+        """Remove the file at ``path`` (the destination check's probe)."""
         raise NotImplementedError
 
     def url_of(self, path: str) -> str:

@@ -45,7 +45,8 @@ class GCSBucket(Destination):
             raise DestinationAccessError(
                 f"GCS refused to {what} {self.url} ({error.code}: {error.message}). Check the credentials "
                 "(GOOGLE_APPLICATION_CREDENTIALS), that the bucket (EXPORT_DESTINATION_URL) exists and that they may "
-                "list and write objects."
+                "list and write objects.",
+                code=str(error.code),
             ) from None
 
     def check_access(self) -> None:
@@ -87,3 +88,6 @@ class GCSBucket(Destination):
 
     def read_bytes(self, path: str) -> bytes:
         return self._call("read", lambda: self.bucket.blob(self.key(path)).download_as_bytes())
+
+    def delete(self, path: str) -> None:
+        self._call("delete from", lambda: self.bucket.blob(self.key(path)).delete())

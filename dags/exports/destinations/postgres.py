@@ -149,20 +149,23 @@ class PostgresTable:
                 f"and database in the destination, and the password in {self._password_variable} (or .pgpass)."
             ) from None
 
-    def check_access(self) -> None:
-        """Connect, and check that the table can be created (or, when it exists, deleted from and loaded)."""
+    def check_access(self) -> str:
+        """Connect, and check that the table can be created (or, when it exists, deleted from and loaded); what
+        was checked comes back as a phrase (``INSERT and DELETE on public.events``). Writes nothing."""
         with self.connect() as connection:
             schema = self.target.schema or connection.execute("SELECT current_schema()").fetchone()[0]
             qualified = f"{schema}.{self.target.table}"
             exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]
             if exists:
-                allowed = connection.execute(
-                    "SELECT has_table_privilege(to_regclass(%s), 'INSERT') "
-                    "AND has_table_privilege(to_regclass(%s), 'DELETE')",
+                insert, delete = connection.execute(
+                    "SELECT has_table_privilege(to_regclass(%s), 'INSERT'), "
+                    "has_table_privilege(to_regclass(%s), 'DELETE')",
                     (qualified, qualified),
-                ).fetchone()[0]
+                ).fetchone()
+                missing = [name for name, allowed in (("INSERT", insert), ("DELETE", delete)) if not allowed]
                 what = f"INSERT and DELETE on {qualified}"
-                if allowed and not self._may_add_team_column(connection, qualified):
+                lacking = f"{' and '.join(missing)} on {qualified}"
+                if not missing and not self._may_add_team_column(connection, qualified):
                     raise DestinationAccessError(
                         f"{qualified} has no team_id column, which every interval's delete needs, and the Postgres "
                         f"user of {self.url} does not own it to add it: as its owner, run ALTER TABLE {qualified} "
@@ -170,11 +173,13 @@ class PostgresTable:
                     )
             else:
                 allowed = connection.execute("SELECT has_schema_privilege(%s, 'CREATE')", (schema,)).fetchone()[0]
-                what = f"CREATE in schema {schema} (the table {self.target.table} does not exist yet)"
-            if not allowed:
+                what = lacking = f"CREATE in schema {schema} (the table {self.target.table} does not exist yet)"
+                missing = [] if allowed else ["CREATE"]
+            if missing:
                 raise DestinationAccessError(
-                    f"The Postgres user of {self.url} lacks {what}: grant it, or use another user."
+                    f"The Postgres user of {self.url} lacks {lacking}: grant it, or use another user."
                 )
+            return what
 
     @staticmethod
     def _may_add_team_column(connection: psycopg.Connection, qualified: str) -> bool:

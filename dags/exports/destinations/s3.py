@@ -85,7 +85,8 @@ class S3Bucket(Destination):
                     f"S3 refused to {what} {self.url} ({code}: {message}). Check AWS_ACCESS_KEY_ID, "
                     "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), AWS_ENDPOINT_URL and AWS_REGION, that the bucket "
                     f"{self.bucket!r} (EXPORT_DESTINATION_URL) exists, and that these credentials may list, write and "
-                    "abort uploads in it."
+                    "abort uploads in it.",
+                    code=code,
                 ) from None
             raise
 
@@ -152,6 +153,9 @@ class S3Bucket(Destination):
 
     def read_bytes(self, path: str) -> bytes:
         return self._call("read", lambda: self.client.get_object(Bucket=self.bucket, Key=self.key(path)))["Body"].read()
+
+    def delete(self, path: str) -> None:
+        self._call("delete from", lambda: self.client.delete_object(Bucket=self.bucket, Key=self.key(path)))
 
     # -- ClickHouse writing straight to the bucket --
 
