@@ -75,7 +75,7 @@ class BatchExport(BaseModel):
 
     @property
     def alert_tags(self) -> dict[str, str]:
-        """The ``alert_channel`` tag of the export's asset and jobs: the channel without its ``#``."""
+        """The `alert_channel` tag of the export's asset and jobs: the channel without its `#`."""
         return {ALERT_CHANNEL_TAG: self.alert_channel.lstrip("#")} if self.alert_channel else {}
 
 

@@ -4,9 +4,9 @@ the export's own credentials, and moves no data.
 - **Folder**: writes and removes a small hidden probe file in it (or, when the folder does not exist yet, in
   the nearest existing folder above it, where the export will create it).
 - **S3, GCS**: lists the prefix, then puts, lists and deletes a probe object
-  ``<prefix>/_dagster_destination_check/<uuid>``.
-- **Postgres**: connects, and checks ``INSERT`` and ``DELETE`` on the table (``has_table_privilege``) or, when
-  it does not exist yet, ``CREATE`` in its schema; never writes a row.
+  `<prefix>/_dagster_destination_check/<uuid>`.
+- **Postgres**: connects, and checks `INSERT` and `DELETE` on the table (`has_table_privilege`) or, when
+  it does not exist yet, `CREATE` in its schema; never writes a row.
 
 A refusal fails the run at once, saying what to fix (the bucket, the variables the credentials come from, the
 privilege); only a destination that does not answer is retried.
@@ -103,7 +103,7 @@ def what_to_fix(error: DestinationAccessError, export: BatchExport, scheme: str,
 
 
 def check_destination(export: BatchExport, destination: ExportDestination) -> dict[str, Any]:
-    """What was checked, as metadata; a refusal raises ``DestinationAccessError``."""
+    """What was checked, as metadata; a refusal raises `DestinationAccessError`."""
     opened = destination.open()
     if isinstance(opened, PostgresTable):
         return {"checked": f"connected; {opened.check_access()}", "rows_written": 0}
@@ -115,7 +115,7 @@ def check_destination(export: BatchExport, destination: ExportDestination) -> di
 def build_destination_check_job(
     export: BatchExport, destination: ExportDestination, shown_destination: str, tags: dict[str, str]
 ) -> JobDefinition:
-    """``batch_export_<name>_check_destination``: one op that proves the export's destination takes writes."""
+    """`batch_export_<name>_check_destination`: one op that proves the export's destination takes writes."""
     scheme, location, _ = parse_destination_url(destination.url)
     shown: dict[str, Any] = {
         "destination": shown_destination,

@@ -31,7 +31,7 @@ MAX_ERROR_CHARS = 600
 
 
 def alert_channels(run: DagsterRun) -> list[str]:
-    """The Slack channels the run's ``alert_channel`` tag names (a batch export's own channel), ``#`` first."""
+    """The Slack channels the run's `alert_channel` tag names (a batch export's own channel), `#` first."""
     names = (name.strip().lstrip("#") for name in run.tags.get(ALERT_CHANNEL_TAG, "").split(","))
     return [f"#{name}" for name in dict.fromkeys(names) if name]
 
@@ -180,7 +180,7 @@ def slack_on_run_failure(context: RunFailureSensorContext, slack: SlackAlertsRes
 def post_alert(
     context: RunFailureSensorContext, client: Any, channels: list[str], text: str, blocks: list[dict[str, Any]]
 ) -> None:
-    """Post to the first of ``channels`` Slack says it can reach, noting on the message which ones it could not."""
+    """Post to the first of `channels` Slack says it can reach, noting on the message which ones it could not."""
     from slack_sdk.errors import SlackApiError  # with the client: the SDK loads only when an alert is sent
 
     notes = ""

@@ -13,7 +13,7 @@ PARQUET_CONTENT_TYPE = "application/vnd.apache.parquet"
 class DestinationAccessError(Exception):
     """The destination refused us (credentials, permissions, missing bucket): retrying will not help.
 
-    ``code`` is what the destination answered (``NoSuchBucket``, ``SignatureDoesNotMatch``, ``404``), when it did.
+    `code` is what the destination answered (`NoSuchBucket`, `SignatureDoesNotMatch`, `404`), when it did.
     """
 
     def __init__(self, message: str, code: str = ""):
@@ -59,7 +59,7 @@ class Destination:
         raise NotImplementedError
 
     def delete(self, path: str) -> None:
-        """Remove the file at ``path`` (the destination check's probe)."""
+        """Remove the file at `path` (the destination check's probe)."""
         raise NotImplementedError
 
     def url_of(self, path: str) -> str:

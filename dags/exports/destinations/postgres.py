@@ -151,7 +151,7 @@ class PostgresTable:
 
     def check_access(self) -> str:
         """Connect, and check that the table can be created (or, when it exists, deleted from and loaded); what
-        was checked comes back as a phrase (``INSERT and DELETE on public.events``). Writes nothing."""
+        was checked comes back as a phrase (`INSERT and DELETE on public.events`). Writes nothing."""
         with self.connect() as connection:
             schema = self.target.schema or connection.execute("SELECT current_schema()").fetchone()[0]
             qualified = f"{schema}.{self.target.table}"
