@@ -13,14 +13,15 @@ events) makes a new marker and a new mutation.
 """
 
 import hashlib
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dags.common import ClickHouseClient, ClickHouseCluster, ClickHouseError, Host, quote_identifier
+from dags.common import ClickHouseCluster
 from dags.management.deletion.requests import DeletionRequest
+from dags.management.mutations import MarkedMutation, run_on_every_copy
 
+TIMEOUT_ADVICE = "Raise DATA_DELETION_MUTATION_TIMEOUT_SECONDS for larger teams."
 SHARDED_EVENTS = "sharded_events"  # dags.events' cluster contract (management jobs never import domains' assets)
 
 DELETE_IN_PARTITION = """
@@ -29,17 +30,6 @@ DELETE IN PARTITION ID {{partition:String}}
 WHERE team_id = {{team_id:Int64}} AND ({{whole_team:Bool}} OR person_id IN {{person_ids:Array(UUID)}})
   AND {{marker:String}} != ''
 """
-
-# The marker is a literal in the stored command: found again by text, whatever else the server rewrote.
-MUTATION_WITH_MARKER = """
-SELECT mutation_id, is_done, parts_to_do, latest_fail_reason
-FROM system.mutations
-WHERE database = currentDatabase() AND table = {table:String} AND position(command, {marker:String}) > 0
-ORDER BY create_time DESC
-LIMIT 1
-"""
-
-POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -66,6 +56,9 @@ class Mutation:
             "person_ids": list(self.person_ids),
             "marker": self.marker,
         }
+
+    def marked(self) -> MarkedMutation:
+        return MarkedMutation(DELETE_IN_PARTITION, self.parameters(), self.marker)
 
 
 def _plan_of(request: DeletionRequest) -> str:
@@ -97,45 +90,6 @@ def mutations_for(requests: Sequence[DeletionRequest]) -> list[Mutation]:
     ]
 
 
-def _find(client: ClickHouseClient, table: str, mutation: Mutation) -> dict | None:
-    rows = client.query_rows(MUTATION_WITH_MARKER, {"table": table, "marker": mutation.marker})
-    return rows[0] if rows else None
-
-
-def enqueue_once(client: ClickHouseClient, table: str, mutation: Mutation) -> bool:
-    """Enqueue `mutation` on this host unless it is there already; returns whether it was enqueued now."""
-    if _find(client, table, mutation) is not None:
-        return False
-    statement = DELETE_IN_PARTITION.format(table=quote_identifier(table))
-    client.command(statement, mutation.parameters(), settings={"mutations_sync": 0})
-    return True
-
-
-def wait_for(
-    client: ClickHouseClient, table: str, mutation: Mutation, timeout_seconds: float, log: Callable[[str], None]
-) -> None:
-    """Wait until `mutation` is done on this host, logging its parts to do; fail after `timeout_seconds`."""
-    deadline = time.monotonic() + timeout_seconds
-    last_report = ""
-    while True:
-        found = _find(client, table, mutation)
-        if found is None or found["is_done"]:  # None: the server finished and forgot it, or it was killed
-            return
-        if found["latest_fail_reason"]:
-            raise ClickHouseError(f"mutation {found['mutation_id']} failed: {found['latest_fail_reason']}")
-        report = f"mutation {found['mutation_id']}: {found['parts_to_do']} part(s) to do"
-        if report != last_report:
-            log(report)
-            last_report = report
-        if time.monotonic() > deadline:
-            raise ClickHouseError(
-                f"did not finish within {timeout_seconds:.0f}s ({report}); it goes on in ClickHouse "
-                "(system.mutations), and the next run waits for it and checks the rows are gone. "
-                "Raise DATA_DELETION_MUTATION_TIMEOUT_SECONDS for larger teams."
-            )
-        time.sleep(POLL_SECONDS)
-
-
 def delete_events(
     cluster: ClickHouseCluster,
     requests: Sequence[DeletionRequest],
@@ -151,25 +105,5 @@ def delete_events(
         who = "every event" if mutation.whole_team else f"{len(mutation.person_ids)} person(s)"
         where = f" on {len(hosts)} host(s)" if cluster.is_cluster else ""
         log(f"delete {number}/{len(mutations)}: partition {mutation.partition}, team {mutation.team_id}, {who}{where}")
-        run_on_every_copy(cluster, hosts, table, mutation, timeout_seconds, log)
+        run_on_every_copy(cluster, hosts, table, mutation.marked(), timeout_seconds, log, TIMEOUT_ADVICE)
     return mutations
-
-
-def run_on_every_copy(
-    cluster: ClickHouseCluster,
-    hosts: Sequence[Host],
-    table: str,
-    mutation: Mutation,
-    timeout_seconds: float,
-    log: Callable[[str], None],
-) -> None:
-    """Enqueue `mutation` on each of `hosts` (at most once), then wait until it is done on each."""
-    enqueued = cluster.map_hosts(hosts, lambda client: enqueue_once(client, table, mutation), f"Deleting from {table}")
-    for host in sorted(host for host, now in enqueued.items() if not now):
-        where = f"{host}: " if cluster.is_cluster else ""
-        log(f"{where}mutation {mutation.marker} was enqueued by an earlier run: waiting for it")
-    cluster.map_hosts(
-        hosts,
-        lambda client: wait_for(client, table, mutation, timeout_seconds, log),
-        f"Deleting from {table} (mutation {mutation.marker})",
-    )
