@@ -64,6 +64,25 @@ CREATE TABLE IF NOT EXISTS {database_identifier}.events AS {database_identifier}
 ENGINE = Distributed({cluster}, {database}, sharded_events, sipHash64(distinct_id))
 """
 
+# When two persons merge (a user logs in on a second device), ingestion records that a distinct_id now belongs to
+# another person here instead of rewriting history; `squash_person_overrides` (data platform) squashes them into
+# `events.person_id`. A contract: the latest `version` of a (team_id, distinct_id) wins. On a cluster every host
+# holds all of it (writers write to each host), so each shard's squash reads it locally.
+PERSON_OVERRIDES_TABLE = "person_distinct_id_overrides"
+CREATE_PERSON_OVERRIDES_TABLE = """
+CREATE TABLE IF NOT EXISTS person_distinct_id_overrides
+(
+    team_id Int64,
+    distinct_id String,
+    person_id UUID,
+    is_deleted Int8 DEFAULT 0,
+    version Int64,
+    _timestamp DateTime DEFAULT now()
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (team_id, distinct_id)
+"""
+
 EVENTS_ENGINE = "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'events'"
 
 # Inserts into a Distributed `events` reach their shards before the statement returns: the rows are readable
@@ -210,20 +229,23 @@ def create_events_table(client: ClickHouseClient) -> None:
 
 
 def create_events_tables(cluster: ClickHouseCluster) -> None:
-    """Create `events` where the deployment expects it (idempotent).
+    """Create `events` and `person_distinct_id_overrides` where the deployment expects them (idempotent).
 
     One host: the `events` MergeTree. A cluster: `sharded_events` on every host and `events`
-    `Distributed` over them on every host. Tables a deployment brought itself are left as they are.
+    `Distributed` over them on every host; the overrides table on every host. Tables a deployment brought
+    itself are left as they are.
     """
     if not cluster.is_cluster:
         with cluster.resource.get_client(cluster.context, create_database=True) as client:
             create_events_table(client)
+            client.command(CREATE_PERSON_OVERRIDES_TABLE)
         return
     distributed = distributed_events_statement(cluster.name or "", cluster.resource.target.database or "default")
 
     def create(client: ClickHouseClient) -> None:
         client.command(CREATE_SHARDED_EVENTS_TABLE)
         client.command(distributed)
+        client.command(CREATE_PERSON_OVERRIDES_TABLE)
 
     cluster.map_all_hosts(create, "Creating events and sharded_events")
 
