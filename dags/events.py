@@ -165,9 +165,12 @@ SELECT
         '}}') AS properties,
     session_start + toIntervalMillisecond(event_index * (gap_seconds * 1000 + 137)) AS timestamp,
     team_id,
-    concat('user-', toString(team_id), '-', toString(person_number)) AS distinct_id,
-    reinterpretAsUUID(concat(reinterpretAsString(cityHash64({{seed:UInt64}}, team_id, person_number, 21)),
-                             reinterpretAsString(cityHash64({{seed:UInt64}}, team_id, person_number, 22))))
+    if(anonymous, concat('anon-', toString(team_id), '-', toString(person_number)),
+       concat('user-', toString(team_id), '-', toString(person_number))) AS distinct_id,
+    -- An anonymous device got a person of its own at first (ingestion could not know better): see DEMO_OVERRIDES.
+    reinterpretAsUUID(concat(
+        reinterpretAsString(cityHash64({{seed:UInt64}}, team_id, person_number, 21 + 10 * anonymous)),
+        reinterpretAsString(cityHash64({{seed:UInt64}}, team_id, person_number, 22 + 10 * anonymous))))
         AS person_id,
     session_id AS `$session_id`
 FROM
@@ -184,6 +187,8 @@ FROM
             + toIntervalSecond(h5 % (86400 - intDiv(session_length * (gap_seconds * 1000 + 137), 1000) - 1))
             AS session_start,
         h1 % greatest(1, intDiv({{max_sessions:UInt64}}, 3)) AS person_number,
+        -- One person in ten browses anonymously in some sessions before logging in (same person, other device).
+        toUInt8(person_number % 10 = 0 AND bitShiftRight(h3, 8) % 2 = 0) AS anonymous,
         toString(reinterpretAsUUID(concat(reinterpretAsString(h1), reinterpretAsString(h4)))) AS session_id,
         if(team_id = team_ids[1] AND h5 % 5 = 0, 'docs.hogflix.com',
            ['www.hogflix.com', 'shop.globex.io', 'blog.initech.dev', 'app.umbrella.co'][1 + team_id % 4]) AS host,
@@ -257,6 +262,45 @@ def distributed_events_statement(cluster_name: str, database: str) -> str:
         database_identifier=quote_identifier(database),
         cluster=quote_string(cluster_name),
         database=quote_string(database),
+    )
+
+
+# The overrides ingestion records when those anonymous devices log in: `anon-<team>-<n>` is `user-<team>-<n>`'s
+# person, recorded at the anonymous device's last event of the day (so the squash's default, overrides older
+# than two days, leaves the last two days' for later, as in production).
+INSERT_DEMO_OVERRIDES = """
+INSERT INTO person_distinct_id_overrides (team_id, distinct_id, person_id, version, _timestamp)
+SELECT
+    team_id,
+    distinct_id,
+    reinterpretAsUUID(concat(reinterpretAsString(cityHash64({seed:UInt64}, team_id, person_number, 21)),
+                             reinterpretAsString(cityHash64({seed:UInt64}, team_id, person_number, 22))))
+        AS person_id,
+    1 AS version,
+    toDateTime(max(timestamp)) AS _timestamp
+FROM events
+WHERE team_id IN {team_ids:Array(Int64)} AND distinct_id LIKE 'anon-%'
+  AND timestamp >= toDateTime64({start_date:Date}, 6, 'UTC')
+  AND timestamp < toDateTime64({start_date:Date}, 6, 'UTC') + toIntervalDay({days:UInt32})
+GROUP BY team_id, distinct_id, toUInt64(splitByChar('-', distinct_id)[3]) AS person_number
+"""
+
+
+def insert_demo_overrides(
+    client: ClickHouseClient, *, start_date: date, days: int, seed: int, team_ids: Sequence[int] = DEMO_TEAM_IDS
+) -> int:
+    """Record the overrides of the demo's anonymous devices seen in those days (same seed as their events) into
+    this host's `person_distinct_id_overrides`; returns how many."""
+    client.command(CREATE_PERSON_OVERRIDES_TABLE)
+    parameters = {"seed": seed, "team_ids": list(team_ids), "start_date": start_date, "days": days}
+    client.command(INSERT_DEMO_OVERRIDES, parameters)
+    return int(
+        client.command(
+            "SELECT count() FROM person_distinct_id_overrides FINAL WHERE team_id IN {team_ids:Array(Int64)} "
+            "AND distinct_id LIKE 'anon-%' AND toDate(_timestamp) >= {start_date:Date} "
+            "AND toDate(_timestamp) < {start_date:Date} + {days:UInt32}",
+            parameters,
+        )
     )
 
 
@@ -338,8 +382,10 @@ def demo_events(
 ) -> MaterializeResult:
     """Demo web traffic of the demo teams for one day in the raw `events` table, for local development.
 
-    Re-running a day replaces that day's demo events (other teams' events are never touched). Partitions: one
-    per day (`YYYY-MM-DD`, UTC) from 2024-01-01 through today.
+    Re-running a day replaces that day's demo events (other teams' events are never touched). Some persons
+    browse anonymously before logging in: their anonymous device's events carry a person of their own until
+    `squash_person_overrides` applies the overrides the day records in `person_distinct_id_overrides`.
+    Partitions: one per day (`YYYY-MM-DD`, UTC) from 2024-01-01 through today.
     """
     day = date.fromisoformat(context.partition_key)
     day_seed = config.seed * 1_000_003 + day.toordinal()
@@ -355,12 +401,18 @@ def demo_events(
             "WHERE team_id IN {team_ids:Array(Int64)} AND toDate(timestamp) = {day:Date} GROUP BY event ORDER BY event",
             {"team_ids": list(DEMO_TEAM_IDS), "day": day},
         )
+    # Every host holds all the overrides (see PERSON_OVERRIDES_TABLE).
+    overrides = cluster.map_all_hosts(
+        lambda client: insert_demo_overrides(client, start_date=day, days=1, seed=day_seed),
+        "Recording the demo's person overrides",
+    )
     return MaterializeResult(
         metadata={
             "rows_written": written,
             "date": day.isoformat(),
             "teams": list(DEMO_TEAM_IDS),
             "events_by_type": {row["event"]: row["events"] for row in per_event},
+            "person_overrides": max(overrides.values()),
         }
     )
 

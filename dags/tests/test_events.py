@@ -129,3 +129,39 @@ def test_demo_events_asset_replaces_its_day_and_leaves_other_teams_alone(
     )
     metadata = result.asset_materializations_for_node("demo_events")[0].metadata
     assert metadata["rows_written"].value == 3_000
+
+
+def test_demo_events_record_an_override_for_each_anonymous_device_that_names_its_logged_in_persons_id(
+    clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance: DagsterInstance
+) -> None:
+    result = materialize(
+        [demo_events],
+        partition_key="2024-03-15",
+        resources={"clickhouse": clickhouse},
+        run_config={"ops": {"demo_events": {"config": {"events_per_day": 20_000}}}},
+        instance=dagster_instance,
+    )
+    assert result.success
+    persons = {
+        (row["team_id"], row["distinct_id"]): {str(person) for person in row["persons"]}
+        for row in ch.query_rows(
+            "SELECT team_id, distinct_id, groupUniqArray(toString(person_id)) AS persons FROM events GROUP BY ALL"
+        )
+    }
+    overrides = ch.query_rows(
+        "SELECT team_id, distinct_id, toString(person_id) AS person_id, version, toDate(_timestamp) AS day "
+        "FROM person_distinct_id_overrides FINAL"
+    )
+    anonymous = {key for key in persons if key[1].startswith("anon-")}
+    assert anonymous and {(row["team_id"], row["distinct_id"]) for row in overrides} == anonymous
+    logged_in_too = 0
+    for row in overrides:
+        key = (row["team_id"], row["distinct_id"])
+        assert row["version"] == 1 and row["day"] == date(2024, 3, 15)
+        assert row["person_id"] not in persons[key]  # the device's events still carry a person of their own
+        identified = persons.get((row["team_id"], row["distinct_id"].replace("anon-", "user-", 1)))
+        if identified:  # the same person's logged-in events that day carry the id the override names
+            assert identified == {row["person_id"]}
+            logged_in_too += 1
+    assert logged_in_too > 0  # so the squash changes that day's unique persons
+    assert result.asset_materializations_for_node("demo_events")[0].metadata["person_overrides"].value == len(anonymous)
