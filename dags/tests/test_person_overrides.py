@@ -12,7 +12,12 @@ import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from dags.common import ClickHouseClient, ClickHouseError, ClickHouseResource
-from dags.events import CREATE_PERSON_OVERRIDES_TABLE, DISTRIBUTED_INSERT_SETTINGS, create_events_tables
+from dags.events import (
+    CREATE_PERSON_OVERRIDES_TABLE,
+    DISTRIBUTED_INSERT_SETTINGS,
+    create_events_tables,
+    is_distributed,
+)
 from dags.exports.datasets import day_folder
 from dags.exports.manifest import DATA_FILE
 from dags.exports.publish import export_day
@@ -120,17 +125,14 @@ def events_seed() -> list[tuple]:
 
 def insert_events(client: ClickHouseClient) -> None:
     values = ", ".join(
-        f"(toUUID('{u}'), '{e}', '{p}', toDateTime64('{at:%Y-%m-%d %H:%M:%S}', 6, 'UTC'), {t}, '{d}', toUUID('{pid}'), '{s}')"
+        f"(toUUID('{u}'), '{e}', '{p}', toDateTime64('{at:%Y-%m-%d %H:%M:%S}', 6, 'UTC'), {t}, '{d}', "
+        f"toUUID('{pid}'), '{s}')"
         for u, e, p, at, t, d, pid, s in events_seed()
     )
-    settings = (
-        DISTRIBUTED_INSERT_SETTINGS
-        if client.query_rows("SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'events'")
-        == [{"engine": "Distributed"}]
-        else None
-    )
+    settings = DISTRIBUTED_INSERT_SETTINGS if is_distributed(client) else None
     client.command(
-        f"INSERT INTO events (uuid, event, properties, timestamp, team_id, distinct_id, person_id, `$session_id`) VALUES {values}",
+        "INSERT INTO events (uuid, event, properties, timestamp, team_id, distinct_id, person_id, `$session_id`) "
+        f"VALUES {values}",
         settings=settings,
     )
 
@@ -139,7 +141,8 @@ def insert_overrides(client: ClickHouseClient) -> None:
     client.command(CREATE_PERSON_OVERRIDES_TABLE)
     for t, d, p, deleted, version, written in OVERRIDES:  # one insert each: both versions stay until a merge
         client.command(
-            "INSERT INTO person_distinct_id_overrides (team_id, distinct_id, person_id, is_deleted, version, _timestamp) "
+            "INSERT INTO person_distinct_id_overrides "
+            "(team_id, distinct_id, person_id, is_deleted, version, _timestamp) "
             f"VALUES ({t}, '{d}', toUUID('{p}'), {deleted}, {version}, toDateTime('{written}', 'UTC'))"
         )
 
@@ -305,7 +308,7 @@ def test_a_dry_run_reports_the_rows_per_team_and_day_and_changes_nothing(
     assert {event.step_key for event in result.all_events if event.is_step_success} == {"plan_person_overrides_squash"}
 
 
-def test_a_rerun_after_a_run_killed_once_its_mutations_were_enqueued_issues_no_second_mutation_and_cleanup_drops_its_tables(
+def test_a_rerun_after_a_killed_run_enqueued_its_mutations_issues_no_second_one_and_cleanup_drops_its_tables(
     clickhouse_server_url: str, dagster_instance: DagsterInstance, tmp_path: Path
 ) -> None:
     clickhouse = ClickHouseResource(url=clickhouse_server_url, retry_base_delay_seconds=0.05)
@@ -430,7 +433,8 @@ def test_hosts_whose_overrides_differ_fail_the_squash_naming_them_before_anythin
             insert_overrides(client)
     with clickhouse_cluster.on_host(1).get_client() as client:  # a write that reached one host only
         client.command(
-            "INSERT INTO person_distinct_id_overrides (team_id, distinct_id, person_id, version, _timestamp) VALUES (1, 'c', generateUUIDv4(), 1, toDateTime('2024-03-07 00:00:00', 'UTC'))"
+            "INSERT INTO person_distinct_id_overrides (team_id, distinct_id, person_id, version, _timestamp) "
+            "VALUES (1, 'c', generateUUIDv4(), 1, toDateTime('2024-03-07 00:00:00', 'UTC'))"
         )
 
     result = run_squash(resource, local_exports(tmp_path / "exports"), dagster_instance)
@@ -477,7 +481,8 @@ def test_a_dictionary_that_does_not_hold_the_whole_snapshot_fails_the_run_naming
         insert_overrides(client)
         # A dictionary of that name left over reading another (empty) table: CREATE ... IF NOT EXISTS keeps it.
         client.command(
-            "CREATE TABLE empty_lookup (team_id Int64, distinct_id String, person_id UUID, version Int64) ENGINE = Memory"
+            "CREATE TABLE empty_lookup (team_id Int64, distinct_id String, person_id UUID, version Int64) "
+            "ENGINE = Memory"
         )
         client.command(
             CREATE_DICTIONARY.format(
