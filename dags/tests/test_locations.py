@@ -64,6 +64,8 @@ EXPECTED = {
             "data_deletion_job",
             "data_deletion_dry_run_job",
             "request_data_deletion",
+            "squash_person_overrides",
+            "squash_person_overrides_cleanup",
         },
         "schedules": {
             "clickhouse_full_backup_schedule",

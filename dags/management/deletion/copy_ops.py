@@ -5,7 +5,7 @@ from dagster import In, MetadataValue, OpExecutionContext, Output, op
 
 from dags.common import ClickHouseResource
 from dags.management.deletion import requests as store
-from dags.management.deletion.changes import record_rewritten_intervals
+from dags.management.deletion.changes import deletion, record_rewritten_intervals
 from dags.management.deletion.copies import batch_copies
 from dags.management.deletion.copy_rewrite import rewrite_copy
 from dags.management.deletion.ops import DELETION_POOL, OP_TAGS, days_of, log_to, retried_when_transient
@@ -35,7 +35,7 @@ def rewrite_batch_exports(
             days = copy.days(days_of(mine, "event_days"), days_of(mine, "days_recomputed"))
             intervals = rewrite_copy(clickhouse, context, copy, days, context.run.run_id, log_to(context))
             record_rewritten_intervals(
-                context, copy.name, copy.export.hourly, intervals, [request.request_id for request in mine]
+                context, copy.name, copy.export.hourly, intervals, deletion([request.request_id for request in mine])
             )
             written[copy.name] = [place for _, place in intervals]
     return Output(

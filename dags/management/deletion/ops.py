@@ -34,7 +34,7 @@ from dags.exports.datasets import EVENTS_DATASET, WEB_BOUNCES_DATASET, WEB_STATS
 from dags.exports.publish import worth_retrying
 from dags.exports.resource import ExportDestination
 from dags.management.deletion import requests as store
-from dags.management.deletion.changes import record_recomputed_days, record_rewritten_files
+from dags.management.deletion.changes import deletion, record_recomputed_days, record_rewritten_files
 from dags.management.deletion.copies import batch_copies, planned_places
 from dags.management.deletion.copy_verify import verify_copy
 from dags.management.deletion.events import delete_events
@@ -298,7 +298,7 @@ def recompute_pre_aggregates(
                 days_recomputed=request.pre_aggregate_days,
                 run_id=context.run.run_id,
             )
-    record_recomputed_days(context, written, [request.request_id for request in todo])
+    record_recomputed_days(context, written, deletion([request.request_id for request in todo]))
     pause_for_tests("recompute_pre_aggregates", context)
     return Output(
         request_ids,
@@ -344,7 +344,7 @@ def rewrite_op(dataset: ExportDataset) -> OpDefinition:
             context,
             dataset,
             [(file.day, url) for file, url in zip(files, urls, strict=True)],
-            [request.request_id for request in todo],
+            deletion([request.request_id for request in todo]),
         )
         pause_for_tests(f"rewrite_{dataset.name}_exports", context)
         rewritten = [

@@ -1,0 +1,119 @@
+"""What a squash changes, found before anything changes: the events rows whose `person_id` differs from
+their override, per team, day and monthly partition, and the days whose pre-aggregates change with them.
+
+Read where the rows are: `events` on one host; on a cluster each shard's `sharded_events` on one host of the
+shard that holds the dictionary (a shard's copies hold the same rows), summed.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from dags.common import ClickHouseClient, ClickHouseCluster, Host
+from dags.management.person_overrides.dictionary import qualified
+from dags.management.person_overrides.snapshot import SquashNames
+
+# The rows a squash changes: an override exists and names another person.
+CHANGES = """dictHas({dictionary:String}, (team_id, distinct_id))
+  AND person_id != dictGet({dictionary:String}, 'person_id', (team_id, distinct_id))"""
+
+ROWS_TO_CHANGE = f"""
+SELECT team_id, toDate(timestamp) AS day, _partition_id AS partition, count() AS rows
+FROM {{table:Identifier}}
+WHERE {CHANGES}
+GROUP BY team_id, day, partition
+ORDER BY team_id, day
+"""
+
+# A session counts on the pre-aggregates' day of its first event, with the person of that event (bounces), and
+# may run past midnight: a changed row changes its session's start day too.
+SESSION_START_DAYS = f"""
+SELECT DISTINCT team_id, toDate(min(timestamp)) AS day
+FROM {{table:Identifier}}
+WHERE (team_id, `$session_id`) IN (
+    SELECT DISTINCT team_id, `$session_id` FROM {{table:Identifier}} WHERE {CHANGES} AND `$session_id` != ''
+)
+GROUP BY team_id, `$session_id`
+"""
+
+
+@dataclass
+class SquashPlan:
+    """Rows to change per (team, day, partition) and the days whose pre-aggregates change, per team."""
+
+    rows: dict[tuple[int, date, str], int] = field(default_factory=dict)
+    session_days: set[tuple[int, date]] = field(default_factory=set)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def partitions(self) -> list[str]:
+        return sorted({partition for _, _, partition in self.rows})
+
+    @property
+    def teams(self) -> list[int]:
+        return sorted({team for team, _, _ in self.rows})
+
+    @property
+    def event_days(self) -> list[date]:
+        return sorted({day for _, day, _ in self.rows})
+
+    @property
+    def changed_days(self) -> list[date]:
+        """Days whose pre-aggregates change: days with changed rows and the start days of their sessions."""
+        return sorted(set(self.event_days) | {day for _, day in self.session_days})
+
+    def rows_by_team_and_day(self) -> list[dict[str, Any]]:
+        by: dict[tuple[int, date], int] = defaultdict(int)
+        for (team, day, _), rows in self.rows.items():
+            by[(team, day)] += rows
+        return [{"team_id": team, "day": day.isoformat(), "rows": rows} for (team, day), rows in sorted(by.items())]
+
+
+def one_host_per_shard(hosts: Sequence[Host]) -> list[Host]:
+    """The first of `hosts` in each shard: a shard's copies hold the same rows, counted once."""
+    chosen: dict[int, Host] = {}
+    for host in sorted(hosts):
+        chosen.setdefault(host.shard, host)
+    return list(chosen.values())
+
+
+def plan_on_host(client: ClickHouseClient, table: str, names: SquashNames) -> tuple[list[dict], list[dict]]:
+    parameters = {"table": table, "dictionary": qualified(client, names)}
+    return client.query_rows(ROWS_TO_CHANGE, parameters), client.query_rows(SESSION_START_DAYS, parameters)
+
+
+def plan_squash(cluster: ClickHouseCluster, hosts: Sequence[Host], table: str, names: SquashNames) -> SquashPlan:
+    """The squash's plan, read on one of `hosts` per shard through that host's dictionary."""
+    plan = SquashPlan()
+    answers = cluster.map_hosts(
+        one_host_per_shard(hosts), lambda client: plan_on_host(client, table, names), "Planning the squash"
+    )
+    for changed, sessions in answers.values():
+        for row in changed:
+            key = (int(row["team_id"]), row["day"], str(row["partition"]))
+            plan.rows[key] = plan.rows.get(key, 0) + int(row["rows"])
+        plan.session_days.update((int(row["team_id"]), row["day"]) for row in sessions)
+    return plan
+
+
+@dataclass(frozen=True)
+class SquashRun:
+    """What the first step found, handed to the others (and to a re-execution's steps)."""
+
+    run_id: str  # the root run id the tables are named after
+    before: int  # unix time: overrides written before it are squashed
+    limit: int | None
+    partitions: tuple[str, ...]
+    teams: tuple[int, ...]
+    event_days: tuple[date, ...]
+    pre_aggregate_days: tuple[date, ...]  # changed days that were ever pre-aggregated
+    rows: int
+
+    @property
+    def names(self) -> SquashNames:
+        return SquashNames(self.run_id)
