@@ -514,3 +514,19 @@ def test_each_step_sits_in_the_pool_of_what_it_changes_and_retries_only_transien
         squash_person_overrides.tags["owner"] == "team-platform"
         and "dagster/max_runtime" in squash_person_overrides.tags
     )
+
+
+def test_the_weekly_squash_is_off_until_turned_on_and_runs_before_the_weekly_deletion() -> None:
+    from dagster import DefaultScheduleStatus
+    from dagster._utils.schedules import cron_string_iterator
+
+    from dags.locations.data_platform import defs
+
+    squash = defs.get_schedule_def("squash_person_overrides_weekly_schedule")
+    deletion = defs.get_schedule_def("data_deletion_weekly_schedule")
+    assert squash.job_name == "squash_person_overrides" and squash.default_status == DefaultScheduleStatus.STOPPED
+    monday = datetime(2026, 11, 30).timestamp()
+    next_squash = next(cron_string_iterator(monday, squash.cron_schedule, "UTC"))
+    next_deletion = next(cron_string_iterator(monday, deletion.cron_schedule, "UTC"))
+    # The same Sunday, the squash first: a person deletion then finds the merged devices' events by person_id.
+    assert next_squash.date() == next_deletion.date() and next_squash < next_deletion
