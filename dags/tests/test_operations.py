@@ -320,6 +320,8 @@ MAX_RUNTIMES = {
     "web_pre_aggregated_exports_job": 4 * 3600,  # 4 h
     "data_deletion_job": 6 * 3600,  # 6 h
     "data_deletion_dry_run_job": 6 * 3600,  # 6 h: the same steps
+    "squash_person_overrides": 12 * 3600,  # 12 h: every partition of events may be rewritten
+    "squash_person_overrides_cleanup": 2 * 3600,
     "request_data_deletion": 600,  # 10 min: one insert
     "clickhouse_backup_job": 6 * 3600,  # 6 h
     "clickhouse_restore_job": 6 * 3600,  # 6 h
