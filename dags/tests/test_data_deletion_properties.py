@@ -17,6 +17,9 @@ from dags.exports.manifest import DATA_FILE
 from dags.exports.publish import export_day
 from dags.management.deletion.jobs import data_deletion_dry_run_job, request_data_deletion
 from dags.management.deletion.requests import TABLE
+from dags.tests.conftest import PostgresServer
+from dags.tests.test_batch_exports import declare, entry, postgres_rows
+from dags.tests.test_batch_exports import postgres_url as pg_url
 from dags.tests.test_data_deletion import (
     DATASETS,
     DAYS,
@@ -28,6 +31,7 @@ from dags.tests.test_data_deletion import (
     run_deletion,
     snapshot,
 )
+from dags.tests.test_data_deletion_copies import exported, folder_files
 from dags.web_analytics.refresh import refresh_window
 from dags.web_analytics.sql import PRE_AGGREGATES
 
@@ -461,3 +465,98 @@ def test_days_without_the_key_are_neither_rewritten_nor_recomputed(
     with clickhouse.get_client() as client:
         [request] = request_rows(client)
     assert (request["status"], request["rows_deleted"], request["days_recomputed"]) == ("done", 0, [])
+
+
+# --- Batch exports of the team ----------------------------------------------------------------------------------
+
+
+def batch_exports_of_the_team(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_url: str,
+) -> tuple[Path, Path]:
+    """Three daily batch exports of team 1: a folder with every column, a folder without `properties`, Postgres."""
+    with_properties, without = tmp_path / "batch_all", tmp_path / "batch_narrow"
+    assets = declare(
+        tmp_path,
+        monkeypatch,
+        entry("team_all", TEAM, with_properties.as_uri()),
+        entry("team_narrow", TEAM, without.as_uri(), columns=["uuid", "event", "timestamp", "team_id"]),
+        entry("team_pg", TEAM, postgres_url),
+    )
+    for name in ("team_all", "team_narrow", "team_pg"):
+        exported(assets, clickhouse, dagster_instance, name)
+    return with_properties, without
+
+
+def test_batch_exports_with_properties_lose_the_key_and_those_without_are_left_alone(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exports = local_exports(tmp_path / "exports")
+    warehouse_with_ips(clickhouse, exports)
+    database = postgres.create_database("props")
+    with_properties, without = batch_exports_of_the_team(
+        clickhouse, dagster_instance, tmp_path, monkeypatch, pg_url(postgres, database, "team_events")
+    )
+    all_before, narrow_before = folder_files(with_properties)(), folder_files(without)()
+    with_ip = (
+        "SELECT count(*) FROM team_events "
+        "WHERE jsonb_typeof(properties::jsonb) = 'object' AND properties::jsonb ? '$ip'"
+    )
+    assert postgres_rows(postgres, database, with_ip)[0][0] > 0
+    assert request_properties(clickhouse, dagster_instance, team_id=TEAM, properties=[IP]).success
+
+    result = run_deletion(clickhouse, exports, dagster_instance)
+
+    assert result.success
+    all_after = folder_files(with_properties)()
+    assert all_after.keys() == all_before.keys()
+    for path, content in all_after.items():
+        before_rows = {row["uuid"]: row for row in read_parquet(all_before[path]).to_pylist()}
+        after_rows = {row["uuid"]: row for row in read_parquet(content).to_pylist()}
+        assert assert_removed_exactly(before_rows, after_rows, lambda row: True) > 0
+    assert folder_files(without)() == narrow_before  # not reached: it holds no properties
+    assert postgres_rows(postgres, database, with_ip)[0][0] == 0
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert any("team_events" in place for place in request["files_rewritten"])
+    assert not any(str(without.as_uri()) in place for place in request["files_rewritten"])
+
+
+def test_a_batch_copy_still_holding_the_key_keeps_the_request_open_naming_it(
+    clickhouse: ClickHouseResource,
+    dagster_instance: DagsterInstance,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dags.management.deletion.copy_ops as copy_ops
+
+    exports = local_exports(tmp_path / "exports")
+    warehouse_with_ips(clickhouse, exports)
+    database = postgres.create_database("stale_props")
+    batch_exports_of_the_team(
+        clickhouse, dagster_instance, tmp_path, monkeypatch, pg_url(postgres, database, "team_events")
+    )
+    assert request_properties(clickhouse, dagster_instance, team_id=TEAM, properties=[IP]).success
+    monkeypatch.setattr(copy_ops, "rewrite_copy", lambda *args: [])  # reports success, writes nothing
+
+    result = run_deletion(clickhouse, exports, dagster_instance)
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    description = str(failure.step_failure_data.user_failure_data.description)
+    assert (
+        f"batch export team_all: {(tmp_path / 'batch_all').as_uri()}/events/date={DAYS[1]}/{DATA_FILE} still holds"
+        in (description)
+    )
+    assert "batch export team_pg: postgresql://" in description and "team_narrow" not in description
+    with clickhouse.get_client() as client:
+        [request] = request_rows(client)
+    assert request["status"] != "done"

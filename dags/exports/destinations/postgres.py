@@ -214,7 +214,10 @@ class PostgresTable:
         if person_id is not None:
             condition += sql.SQL(" AND person_id = %(person)s::uuid")
         if holding_keys:
-            condition += sql.SQL(" AND properties::jsonb ?| %(keys)s::text[]")
+            # `?|` also matches a string in an array: only an object's keys count.
+            condition += sql.SQL(
+                " AND jsonb_typeof(properties::jsonb) = 'object' AND properties::jsonb ?| %(keys)s::text[]"
+            )
         if events:
             condition += sql.SQL(" AND event = ANY(%(events)s::text[])")
         if since is not None:
