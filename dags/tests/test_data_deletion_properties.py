@@ -11,13 +11,14 @@ import pytest
 from dagster import DagsterInstance
 
 from dags.common import ClickHouseClient, ClickHouseResource
-from dags.events import generate_demo_events
+from dags.events import SHARDED_EVENTS, generate_demo_events
 from dags.exports.datasets import EVENTS_DATASET
 from dags.exports.manifest import DATA_FILE
 from dags.exports.publish import export_day
 from dags.management.deletion.jobs import data_deletion_dry_run_job, request_data_deletion
-from dags.management.deletion.requests import TABLE
-from dags.tests.conftest import PostgresServer
+from dags.management.deletion.requests import TABLE, insert_request
+from dags.tests.cluster_support import TWO_SHARDS
+from dags.tests.conftest import ClusterUnderTest, PostgresServer
 from dags.tests.test_batch_exports import declare, entry, postgres_rows
 from dags.tests.test_batch_exports import postgres_url as pg_url
 from dags.tests.test_data_deletion import (
@@ -26,11 +27,13 @@ from dags.tests.test_data_deletion import (
     Exports,
     data_files,
     local_exports,
+    no_batch_exports,  # noqa: F401  (autouse: no batch exports unless a test declares some)
     output_metadata,
     read_parquet,
     run_deletion,
     snapshot,
 )
+from dags.tests.test_data_deletion_cluster import SHARD_ROWS, on_each_host, warehouse_on
 from dags.tests.test_data_deletion_copies import exported, folder_files
 from dags.web_analytics.refresh import refresh_window
 from dags.web_analytics.sql import PRE_AGGREGATES
@@ -42,6 +45,11 @@ TEAM, OTHER_TEAM = 1, 2
 EVENT_COLUMNS = (
     "toString(uuid) AS uuid, event, properties, timestamp, team_id, distinct_id, toString(person_id) AS person_id, "
     "`$session_id`, inserted_at"
+)
+
+PROPERTY_MUTATIONS = (
+    "SELECT count() AS n FROM system.mutations WHERE database = currentDatabase() AND table = {table:String} "
+    "AND position(command, 'data_deletion_properties:') > 0"
 )
 
 # Members a JSON writer other than ClickHouse may produce: each must come out exactly as written.
@@ -560,3 +568,33 @@ def test_a_batch_copy_still_holding_the_key_keeps_the_request_open_naming_it(
     with clickhouse.get_client() as client:
         [request] = request_rows(client)
     assert request["status"] != "done"
+
+
+# --- On a sharded cluster ---------------------------------------------------------------------------------------
+
+
+def test_on_a_cluster_a_key_leaves_the_teams_rows_on_every_shard_and_every_other_member_stays(
+    clickhouse_cluster: ClusterUnderTest, dagster_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    key = "$geoip_city_name"  # every demo event has it; a pre-aggregate dimension reads it
+    resource = clickhouse_cluster.resource(TWO_SHARDS)
+    exports = warehouse_on(resource, tmp_path)
+    before = [{row["uuid"]: row for row in rows} for rows in on_each_host(clickhouse_cluster, SHARD_ROWS)]
+    assert all(before)  # both shards hold rows
+    with resource.get_client() as client:
+        insert_request(client, TEAM, "properties", "", properties=[key])
+
+    result = run_deletion(resource, exports, dagster_instance)
+
+    assert result.success
+    after = [{row["uuid"]: row for row in rows} for rows in on_each_host(clickhouse_cluster, SHARD_ROWS)]
+    for old, new in zip(before, after, strict=True):
+        assert new.keys() == old.keys()
+        for uuid, row in old.items():
+            expected = expected_without(row["properties"], {key}) if row["team_id"] == TEAM else row["properties"]
+            assert new[uuid] == {**row, "properties": expected}
+    assert sum(row["team_id"] == TEAM for rows in before for row in rows.values()) > 0
+    with resource.get_client() as client:
+        assert [request["status"] for request in request_rows(client)] == ["done"]
+    mutations = on_each_host(clickhouse_cluster, PROPERTY_MUTATIONS, {"table": SHARDED_EVENTS})
+    assert [answer[0]["n"] for answer in mutations] == [1, 1], "one mutation per month on each host"
