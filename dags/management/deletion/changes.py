@@ -23,7 +23,7 @@ def _materialization(
     return AssetMaterialization(
         asset_key=key,
         partition=partition,
-        description=f"Rewritten by a data deletion (run {context.run_id}): the deleted rows are gone from it.",
+        description=f"Rewritten by a data deletion (run {context.run_id}): what it removed is gone from it.",
         metadata={
             "reason": REASON,
             "deletion_run": MetadataValue.dagster_run(context.run_id),
