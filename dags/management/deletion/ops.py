@@ -280,8 +280,8 @@ def delete_requested_events(
         todo = [r for r in store.requests_by_id(client, request_ids) if not r.reached(store.EVENTS_DELETED)]
         left = [still_in_events(client, request) for request in todo]
         timeout = settings.mutation_timeout_seconds
-        mutations = delete_events(cluster, [r for r in left if not r.removes_properties], timeout, log_to(context))
-        mutations += remove_properties(cluster, [r for r in left if r.removes_properties], timeout, log_to(context))
+        deletes = delete_events(cluster, [r for r in left if not r.removes_properties], timeout, log_to(context))
+        removals = remove_properties(cluster, [r for r in left if r.removes_properties], timeout, log_to(context))
         for request in todo:
             store.write_status(client, request, status=store.EVENTS_DELETED, run_id=context.run.run_id)
     pause_for_tests("delete_requested_events", context)
@@ -289,7 +289,7 @@ def delete_requested_events(
         request_ids,
         metadata={
             "requests": len(todo),
-            "mutations": len(mutations),
+            "mutations": len(deletes) + len(removals),
             "rows_deleted": sum(request.planned_rows for request in todo if not request.removes_properties),
             "rows_rewritten": sum(request.planned_rows for request in todo if request.removes_properties),
             "rows_deleted_by_team_and_day": rows_by_team_and_day(todo),
