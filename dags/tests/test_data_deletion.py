@@ -416,7 +416,7 @@ def test_malformed_requests_are_rejected_with_their_reason_and_delete_nothing(
         assert events_rows(client) == before
         reasons = {(row["team_id"], row["key_type"]): (row["status"], row["reason"]) for row in request_rows(client)}
     assert reasons == {
-        (1, "user"): ("rejected", "unknown key_type 'user': use one of person, team"),
+        (1, "user"): ("rejected", "unknown key_type 'user': use one of person, team, properties"),
         (1, "person"): (
             "rejected",
             "key 'not-a-uuid' is not a person UUID (like 0190f2c4-8a4e-7a6b-9c1d-2e3f4a5b6c7d)",

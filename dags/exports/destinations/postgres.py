@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
@@ -192,10 +193,19 @@ class PostgresTable:
         ).fetchone()[0]
 
     def count_rows(
-        self, time_column: str, window: ExportWindow, team_id: int | None = None, person_id: str | None = None
+        self,
+        time_column: str,
+        window: ExportWindow,
+        team_id: int | None = None,
+        person_id: str | None = None,
+        holding_keys: Sequence[str] = (),
+        events: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> int:
-        """The table's rows of the interval (only one team's, only one person's, when given); 0 when the table
-        does not exist. Data deletion counts what is left of a request with it."""
+        """The table's rows of the interval (only one team's, only one person's, only those of `events` in
+        `[since, until)` whose `properties` hold one of `holding_keys` at the top level, when given); 0 when the
+        table does not exist. Data deletion counts what is left of a request with it."""
         from psycopg import sql
 
         condition = sql.SQL("{time} >= %(start)s AND {time} < %(end)s").format(time=sql.Identifier(time_column))
@@ -203,13 +213,33 @@ class PostgresTable:
             condition += sql.SQL(" AND team_id = %(team)s::bigint")
         if person_id is not None:
             condition += sql.SQL(" AND person_id = %(person)s::uuid")
+        if holding_keys:
+            # `?|` also matches a string in an array: only an object's keys count.
+            condition += sql.SQL(
+                " AND jsonb_typeof(properties::jsonb) = 'object' AND properties::jsonb ?| %(keys)s::text[]"
+            )
+        if events:
+            condition += sql.SQL(" AND event = ANY(%(events)s::text[])")
+        if since is not None:
+            condition += sql.SQL(" AND {time} >= %(since)s").format(time=sql.Identifier(time_column))
+        if until is not None:
+            condition += sql.SQL(" AND {time} < %(until)s").format(time=sql.Identifier(time_column))
         with self.connect() as connection:
             schema = self.target.schema or connection.execute("SELECT current_schema()").fetchone()[0]
             qualified = f"{schema}.{self.target.table}"
             if not connection.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified,)).fetchone()[0]:
                 return 0
             statement = sql.SQL("SELECT count(*) FROM {} WHERE ").format(self._identifier()) + condition
-            parameters = {"start": window.start, "end": window.end, "team": team_id, "person": person_id}
+            parameters = {
+                "start": window.start,
+                "end": window.end,
+                "team": team_id,
+                "person": person_id,
+                "keys": list(holding_keys),
+                "events": list(events),
+                "since": since,
+                "until": until,
+            }
             return int(connection.execute(statement, parameters).fetchone()[0])
 
     def _create_table(self, cursor: psycopg.Cursor, schema: pa.Schema) -> None:

@@ -35,7 +35,7 @@ def deletion(request_ids: Sequence[str]) -> Cause:
     return Cause(
         REASON,
         "a data deletion",
-        "the deleted rows are gone from it",
+        "what it removed is gone from it",
         "deletion_run",
         {"deletion_requests": MetadataValue.json(list(request_ids))},
     )

@@ -53,6 +53,19 @@ class BatchCopy:
     def holds_teams(self) -> bool:
         return "team_id" in self.columns
 
+    @property
+    def holds_properties(self) -> bool:
+        """Whether the copy holds `properties` (an events copy with that column)."""
+        return self.dataset.name == EVENTS_DATASET.name and "properties" in self.columns
+
+    def reached_by(self, request: DeletionRequest) -> bool:
+        """Whether `request` changes this copy: any request of its team, except a `properties` request for an
+        events copy without `properties` (its rows stay and it holds no key); a pre-aggregate copy is reached
+        through its recomputed days."""
+        if request.team_id != self.export.team_id:
+            return False
+        return not request.removes_properties or self.dataset.name != EVENTS_DATASET.name or self.holds_properties
+
     def days(self, event_days: Sequence[date], pre_aggregate_days: Sequence[date]) -> list[date]:
         """The deletion's days this copy may hold: events days for events, recomputed days for the
         pre-aggregates."""
@@ -91,7 +104,7 @@ def planned_places(copies: Sequence[BatchCopy], requests: Sequence[DeletionReque
     """Every place of `copies` that the planned `requests` of their teams reach."""
     places: list[str] = []
     for copy in copies:
-        mine = [request for request in requests if request.team_id == copy.export.team_id]
+        mine = [request for request in requests if copy.reached_by(request)]
         event_days = [day for request in mine for day in request.event_days]
         pre_aggregate_days = [day for request in mine for day in request.pre_aggregate_days]
         destination = copy.resource.open()

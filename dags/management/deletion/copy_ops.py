@@ -31,7 +31,7 @@ def rewrite_batch_exports(
     written: dict[str, list[str]] = {}
     with retried_when_transient(exports=True):
         for copy in copies:
-            mine = [request for request in todo if request.team_id == copy.export.team_id]
+            mine = [request for request in todo if copy.reached_by(request)]
             days = copy.days(days_of(mine, "event_days"), days_of(mine, "days_recomputed"))
             intervals = rewrite_copy(clickhouse, context, copy, days, context.run.run_id, log_to(context))
             record_rewritten_intervals(

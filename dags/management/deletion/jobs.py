@@ -3,6 +3,7 @@
 and `data_deletion_dry_run_job` runs the same steps as a dry run that reports and changes nothing.
 """
 
+from datetime import datetime
 from typing import Any
 
 from dagster import (
@@ -84,20 +85,71 @@ def data_deletion_dry_run_job() -> None:
 
 class DeletionRequestConfig(Config):
     team_id: int = Field(description="The team whose data is deleted.")
-    key_type: str = Field(description="person: one person's events (by person_id); team: every event of the team.")
-    key: str = Field(default="", description="The person's UUID for key_type person; empty for a team.")
+    key_type: str = Field(
+        description="person: one person's events (by person_id); team: every event of the team; properties: "
+        "remove the `properties` keys from the team's events (the events stay)."
+    )
+    key: str = Field(default="", description="The person's UUID for key_type person; empty otherwise.")
+    properties: list[str] = Field(
+        default=[], description="key_type properties: the property keys to remove (at least one), e.g. ['$ip']."
+    )
+    events: list[str] = Field(
+        default=[], description="key_type properties: only these events (e.g. ['$pageview']); empty: every event."
+    )
+    start_time: str | None = Field(
+        default=None, description="key_type properties: only events at or after this time (ISO 8601, UTC if no zone)."
+    )
+    end_time: str | None = Field(
+        default=None, description="key_type properties: only events before this time (ISO 8601, UTC if no zone)."
+    )
+
+
+def parsed_time(name: str, text: str | None) -> datetime | None:
+    """A launchpad time, or a `ValueError` naming the field."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO 8601 time like 2024-03-05T00:00:00, got {text!r}") from None
 
 
 @op(tags=OP_TAGS, description="Record a data deletion request; data_deletion_job carries it out.")
 def insert_deletion_request(
     context: OpExecutionContext, config: DeletionRequestConfig, clickhouse: ClickHouseResource
 ) -> Output:
+    start_time, end_time = parsed_time("start_time", config.start_time), parsed_time("end_time", config.end_time)
     with clickhouse.get_client(context) as client:
-        request_id = store.insert_request(client, config.team_id, config.key_type.strip(), config.key.strip())
+        request_id = store.insert_request(
+            client,
+            config.team_id,
+            config.key_type.strip(),
+            config.key.strip(),
+            config.properties,
+            config.events,
+            start_time,
+            end_time,
+        )
     context.log.info(f"Recorded deletion request {request_id}: team {config.team_id}, {config.key_type} {config.key}")
+    scope = (
+        {
+            "properties": config.properties,
+            "events": config.events,
+            "start_time": config.start_time or "",
+            "end_time": config.end_time or "",
+        }
+        if config.key_type.strip() == store.PROPERTIES
+        else {}
+    )
     return Output(
         request_id,
-        metadata={"request_id": request_id, "team_id": config.team_id, "key_type": config.key_type, "key": config.key},
+        metadata={
+            "request_id": request_id,
+            "team_id": config.team_id,
+            "key_type": config.key_type,
+            "key": config.key,
+            **{name: str(value) for name, value in scope.items()},
+        },
     )
 
 

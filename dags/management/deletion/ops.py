@@ -46,11 +46,17 @@ from dags.management.deletion.plan import (
     pre_aggregated_days,
     team_has_events,
 )
+from dags.management.deletion.properties import remove_properties
 from dags.management.deletion.recompute import recompute_days
 from dags.management.deletion.replan import replan_leftovers, still_in_events
 from dags.management.deletion.rewrite import rewrite_files
 from dags.management.deletion.settings import DeletionSettings, load_deletion_settings
-from dags.management.deletion.verify import deleted_rows_in_file, failed_pre_aggregate_checks, rows_left_in_events
+from dags.management.deletion.verify import (
+    deleted_rows_in_file,
+    failed_pre_aggregate_checks,
+    rows_left_in_events,
+    rows_missing_from_file,
+)
 
 OWNER = JobOwners.TEAM_PLATFORM
 
@@ -211,7 +217,15 @@ def plan_deletions(
         "requests": [request.audit() for request in accepted],
         "rejected": [request.audit() for request in rejected],
         "rows_to_delete": sum(
-            request.planned_rows for request in accepted if not request.reached(store.EVENTS_DELETED)
+            request.planned_rows
+            for request in accepted
+            if not request.reached(store.EVENTS_DELETED) and not request.removes_properties
+        ),
+        # Rows of `properties` requests: they stay, only the keys leave their properties.
+        "rows_to_rewrite": sum(
+            request.planned_rows
+            for request in accepted
+            if not request.reached(store.EVENTS_DELETED) and request.removes_properties
         ),
         "days_to_recompute": [day.isoformat() for day in days_of(accepted, "pre_aggregate_days")],
         "files_to_rewrite": [destination.url_of(file.path) for file in files],
@@ -221,8 +235,13 @@ def plan_deletions(
         summary = "No pending deletion requests: nothing to do."
     else:
         summary = (
-            f"{'Would delete' if config.dry_run else 'Deleting'} {report['rows_to_delete']:,} rows for "
-            f"{len(accepted)} request(s), recompute {len(report['days_to_recompute'])} day(s), rewrite "
+            f"{'Would delete' if config.dry_run else 'Deleting'} {report['rows_to_delete']:,} rows"
+            + (
+                f" and remove property keys from {report['rows_to_rewrite']:,} rows"
+                if report["rows_to_rewrite"]
+                else ""
+            )
+            + f" for {len(accepted)} request(s), recompute {len(report['days_to_recompute'])} day(s), rewrite "
             f"{len(files)} file(s) and {len(batch_places)} batch export place(s); {len(rejected)} request(s) "
             f"{'would be ' if config.dry_run else ''}rejected"
         )
@@ -238,6 +257,7 @@ def plan_deletions(
             "requests": len(accepted),
             "rejected": MetadataValue.json(report["rejected"]),
             "rows_to_delete": report["rows_to_delete"],
+            "rows_to_rewrite": report["rows_to_rewrite"],
             "rows_by_team_and_day": rows_by_team_and_day(accepted),
             "days_to_recompute": MetadataValue.json(report["days_to_recompute"]),
             "files_to_rewrite": MetadataValue.json(report["files_to_rewrite"]),
@@ -259,7 +279,9 @@ def delete_requested_events(
     with retried_when_transient(), clickhouse.get_client(context) as client:
         todo = [r for r in store.requests_by_id(client, request_ids) if not r.reached(store.EVENTS_DELETED)]
         left = [still_in_events(client, request) for request in todo]
-        mutations = delete_events(cluster, left, settings.mutation_timeout_seconds, log_to(context))
+        timeout = settings.mutation_timeout_seconds
+        deletes = delete_events(cluster, [r for r in left if not r.removes_properties], timeout, log_to(context))
+        removals = remove_properties(cluster, [r for r in left if r.removes_properties], timeout, log_to(context))
         for request in todo:
             store.write_status(client, request, status=store.EVENTS_DELETED, run_id=context.run.run_id)
     pause_for_tests("delete_requested_events", context)
@@ -267,8 +289,9 @@ def delete_requested_events(
         request_ids,
         metadata={
             "requests": len(todo),
-            "mutations": len(mutations),
-            "rows_deleted": sum(request.planned_rows for request in todo),
+            "mutations": len(deletes) + len(removals),
+            "rows_deleted": sum(request.planned_rows for request in todo if not request.removes_properties),
+            "rows_rewritten": sum(request.planned_rows for request in todo if request.removes_properties),
             "rows_deleted_by_team_and_day": rows_by_team_and_day(todo),
         },
     )
@@ -411,6 +434,8 @@ def verify_and_complete(
                 still = deleted_rows_in_file(destination, file, request)
                 if still:
                     found.append(f"{url} still holds {still:,} of the request's rows")
+                if request.removes_properties and (miscount := rows_missing_from_file(client, destination, file)):
+                    found.append(f"{url} {miscount}")
             # Every batch export of the team, read back from the copy itself.
             copied: list[str] = []
             for copy in batch_copies([request.team_id]):

@@ -9,12 +9,17 @@ from dags.common import ClickHouseClient
 from dags.exports.datasets import EVENTS_DATASET, WEB_BOUNCES_DATASET, WEB_STATS_DATASET, ExportDataset, day_folder
 from dags.exports.destinations.base import Destination
 from dags.exports.manifest import DATA_FILE
+from dags.management.deletion.properties import HOLDS_KEYS, scope_parameters
 from dags.management.deletion.requests import DeletionRequest
 from dags.web_analytics.sql import PRE_AGGREGATES
 
-# The events of one request: the whole team, or one person of it. Both values are always bound, so the
-# statement is the same for both kinds of request.
-MATCHES_REQUEST = "team_id = {team_id:Int64} AND ({whole_team:Bool} OR person_id = toUUID({person_id:String}))"
+# The events of one request: the whole team, one person of it, or (a `properties` request) the team's selected
+# events that hold one of the keys to remove. Every value is always bound, so the statement is the same for every
+# kind of request (no key to remove: no further condition).
+MATCHES_REQUEST = (
+    "team_id = {team_id:Int64} AND ({whole_team:Bool} OR person_id = toUUID({person_id:String}))"
+    f" AND (empty({{property_keys:Array(String)}}) OR ({HOLDS_KEYS}))"
+)
 
 ROWS_BY_DAY = f"""
 SELECT toDate(timestamp) AS day, count() AS rows
@@ -52,11 +57,14 @@ EXPORTED_DATASETS: tuple[ExportDataset, ...] = (EVENTS_DATASET, WEB_STATS_DATASE
 
 
 def request_parameters(request: DeletionRequest) -> dict[str, object]:
-    """The bound values of `MATCHES_REQUEST`; a team request binds the nil UUID, which it never compares."""
+    """The bound values of `MATCHES_REQUEST`; a team or `properties` request binds the nil UUID, which it never
+    compares (a `properties` request reaches the whole team, then only the rows holding its keys)."""
+    whole_team = request.is_whole_team or request.removes_properties
     return {
         "team_id": request.team_id,
-        "whole_team": request.is_whole_team,
-        "person_id": request.key.lower() if not request.is_whole_team else "00000000-0000-0000-0000-000000000000",
+        "whole_team": whole_team,
+        "person_id": request.key.lower() if not whole_team else "00000000-0000-0000-0000-000000000000",
+        **scope_parameters(request),
     }
 
 
