@@ -277,6 +277,19 @@ def test_a_squash_rewrites_person_id_row_by_row_deletes_exactly_the_squashed_ove
         if event.step_materialization_data.materialization.metadata["reason"].value == "person overrides squash"
     ]
     assert len(changed) == 2 * len(DAYS) + 3 * len(EXPORTED_DAYS)
+    # The persons figure on the pre-aggregate's page: each recomputed day records its unique persons now,
+    # counted here from the squashed events (pageviews' persons per team, added up).
+    with clickhouse.get_client() as client:
+        for event in result.get_asset_materialization_events():
+            materialization = event.step_materialization_data.materialization
+            if materialization.asset_key.to_user_string() != "web_pre_aggregated_stats":
+                continue
+            persons = client.command(
+                "SELECT sum(n) FROM (SELECT team_id, uniqExact(person_id) AS n FROM events WHERE event = '$pageview' "
+                "AND team_id >= 0 AND toDate(timestamp) = {day:Date} GROUP BY team_id)",
+                {"day": materialization.partition},
+            )
+            assert materialization.metadata["unique_persons"].value == int(persons)
 
 
 def test_a_dry_run_reports_the_rows_per_team_and_day_and_changes_nothing(

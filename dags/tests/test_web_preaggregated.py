@@ -334,6 +334,14 @@ def test_materialization_reports_rows_days_durations_and_passing_checks(
     assert [entry["rows_written"] for entry in bounces.values()] == [5, 0]
     # F belongs to the 15th: nothing starts on the 16th
     assert [entry["days_emptied"] for entry in bounces.values()] == [[], ["2024-03-16"]]
+    # The dashboards' unique persons of the day (per team, added up), counted independently from the events.
+    for day, entry in stats.items():
+        persons = sessions.command(
+            "SELECT sum(n) FROM (SELECT team_id, uniqExact(person_id) AS n FROM events WHERE event = '$pageview' "
+            "AND team_id >= 0 AND toDate(timestamp) = {day:Date} GROUP BY team_id)",
+            {"day": day},
+        )
+        assert entry["unique_persons"] == int(persons) > 0
     # A day without data says so, rather than reading as a "Row count 0" result on the asset's overview.
     assert bounces["2024-03-15"]["dagster/row_count"] == 5 and "empty_day" not in bounces["2024-03-15"]
     assert "dagster/row_count" not in bounces["2024-03-16"]

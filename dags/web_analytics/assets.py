@@ -34,7 +34,7 @@ from dags.web_analytics.config import WebPreaggregatedConfig, config_error, vali
 from dags.web_analytics.refresh import MAX_RUNTIME_SECONDS, drop_stale_staging_tables, refresh_window
 from dags.web_analytics.schema import BOUNCES_TABLE, STATS_TABLE
 from dags.web_analytics.settings import load_web_analytics_settings
-from dags.web_analytics.sql import BOUNCES, STATS, TABLE_ROWS_IN_WINDOW, PreAggregate
+from dags.web_analytics.sql import BOUNCES, STATS, TABLE_ROWS_IN_WINDOW, PreAggregate, unique_persons_by_day
 
 # The concurrency pool of every asset that rewrites these tables. `dagster.yaml` limits pools to one run
 # at a time (run granularity), which holds for job runs, asset backfills (`__ASSET_JOB`) and schedules alike.
@@ -107,6 +107,7 @@ def materialize_window(
                 TABLE_ROWS_IN_WINDOW, {"table": pre_aggregate.table, "first_day": first_day, "end_day": end_day}
             )
         }
+        persons = unique_persons_by_day(client, pre_aggregate.table, first_day, end_day)
     rows_by_day: dict[str, int] = refreshed["rows_by_day"]
     days = list(rows_by_day)
     context.log.info(
@@ -131,6 +132,7 @@ def materialize_window(
                 "rows_written": rows,
                 "rows_by_day": {day: rows},
                 **size,
+                "unique_persons": persons.get(day, 0),  # the dashboards' figure, summed over teams
                 "days_covered": [day],
                 "days_emptied": [day] if day in refreshed["days_emptied"] else [],
                 "insert_seconds": round(refreshed["insert_seconds"] * shares[day], 3),

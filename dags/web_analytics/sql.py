@@ -6,7 +6,9 @@ empty list means every team, so the team condition is always in the statement.
 """
 
 from dataclasses import dataclass
+from datetime import date
 
+from dags.common import ClickHouseClient
 from dags.web_analytics.schema import BOUNCES_TABLE, DIMENSION_LIST, DIMENSION_PROPERTIES, STATS_TABLE
 
 # Sessions belong to the day of their first event but may run past midnight; events this many days
@@ -197,6 +199,26 @@ GROUP BY day
 """
 
 # The rows each day of the window holds in a table, every team's (a day without rows has no row here).
+# The dashboards' "unique persons" of each day: per team (a person belongs to one team), added up over teams.
+UNIQUE_PERSONS_IN_WINDOW = """
+SELECT toString(day) AS day, sum(persons) AS persons
+FROM
+(
+    SELECT team_id, toDate(period_bucket) AS day, uniqMerge(persons_uniq_state) AS persons
+    FROM {table:Identifier}
+    WHERE toDate(period_bucket) >= {first_day:Date} AND toDate(period_bucket) < {end_day:Date}
+    GROUP BY team_id, day
+)
+GROUP BY day
+"""
+
+
+def unique_persons_by_day(client: ClickHouseClient, table: str, first_day: date, end_day: date) -> dict[str, int]:
+    """Each day's unique persons in `table` (`YYYY-MM-DD` to count) for days in `[first_day, end_day)`."""
+    rows = client.query_rows(UNIQUE_PERSONS_IN_WINDOW, {"table": table, "first_day": first_day, "end_day": end_day})
+    return {row["day"]: int(row["persons"]) for row in rows}
+
+
 TABLE_ROWS_IN_WINDOW = """
 SELECT toString(toDate(period_bucket)) AS day, count() AS rows
 FROM {table:Identifier}

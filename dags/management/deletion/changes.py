@@ -58,12 +58,18 @@ def _materialization(
 
 
 def record_recomputed_days(
-    context: OpExecutionContext, rows_by_table_and_day: dict[str, dict[str, int]], cause: Cause
+    context: OpExecutionContext,
+    rows_by_table_and_day: dict[str, dict[str, int]],
+    cause: Cause,
+    persons_by_table_and_day: dict[str, dict[str, int]] | None = None,
 ) -> None:
-    """One materialization per pre-aggregate table and recomputed day, with the day's rows now."""
+    """One materialization per pre-aggregate table and recomputed day, with the day's rows and unique persons now."""
+    persons_by_table_and_day = persons_by_table_and_day or {}
     for table, by_day in sorted(rows_by_table_and_day.items()):
         for day, rows in sorted(by_day.items()):
             metadata = {"rows_recomputed": rows}  # the recomputed teams' rows of the day
+            if table in persons_by_table_and_day:  # every team's, as on the asset's own materializations
+                metadata["unique_persons"] = persons_by_table_and_day[table].get(day, 0)
             context.log_event(_materialization(context, AssetKey(table), day, cause, metadata))
 
 

@@ -47,7 +47,7 @@ from dags.management.deletion.plan import (
     team_has_events,
 )
 from dags.management.deletion.properties import remove_properties
-from dags.management.deletion.recompute import recompute_days
+from dags.management.deletion.recompute import recompute_days, unique_persons_of_days
 from dags.management.deletion.replan import replan_leftovers, still_in_events
 from dags.management.deletion.rewrite import rewrite_files
 from dags.management.deletion.settings import DeletionSettings, load_deletion_settings
@@ -313,6 +313,7 @@ def recompute_pre_aggregates(
             if days
             else {}
         )
+        persons = unique_persons_of_days(client, days) if days else {}
         for request in todo:
             store.write_status(
                 client,
@@ -321,7 +322,7 @@ def recompute_pre_aggregates(
                 days_recomputed=request.pre_aggregate_days,
                 run_id=context.run.run_id,
             )
-    record_recomputed_days(context, written, deletion([request.request_id for request in todo]))
+    record_recomputed_days(context, written, deletion([request.request_id for request in todo]), persons)
     pause_for_tests("recompute_pre_aggregates", context)
     return Output(
         request_ids,

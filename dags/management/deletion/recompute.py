@@ -8,7 +8,7 @@ from typing import Any
 
 from dags.common import ClickHouseClient
 from dags.web_analytics.refresh import refresh_window
-from dags.web_analytics.sql import PRE_AGGREGATES
+from dags.web_analytics.sql import PRE_AGGREGATES, unique_persons_by_day
 
 
 def contiguous_windows(days: Sequence[date]) -> list[tuple[date, date]]:
@@ -20,6 +20,16 @@ def contiguous_windows(days: Sequence[date]) -> list[tuple[date, date]]:
         else:
             windows.append((day, day + timedelta(days=1)))
     return windows
+
+
+def unique_persons_of_days(client: ClickHouseClient, days: Sequence[date]) -> dict[str, dict[str, int]]:
+    """Each pre-aggregate's unique persons (summed over teams) on each of `days`, as dashboards read them now."""
+    persons: dict[str, dict[str, int]] = {}
+    for pre_aggregate in PRE_AGGREGATES:
+        persons[pre_aggregate.table] = {}
+        for first_day, end_day in contiguous_windows(days):
+            persons[pre_aggregate.table].update(unique_persons_by_day(client, pre_aggregate.table, first_day, end_day))
+    return persons
 
 
 def recompute_days(

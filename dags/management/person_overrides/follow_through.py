@@ -32,7 +32,7 @@ from dags.management.deletion.ops import (
     retried_when_transient,
 )
 from dags.management.deletion.plan import exported_files
-from dags.management.deletion.recompute import recompute_days
+from dags.management.deletion.recompute import recompute_days, unique_persons_of_days
 from dags.management.deletion.rewrite import rewrite_files
 from dags.management.person_overrides.plan import SquashRun
 
@@ -71,10 +71,12 @@ def planned_batch_places(copies: Sequence[BatchCopy], squash: SquashRun) -> list
 def recompute_squashed_days(context: OpExecutionContext, clickhouse: ClickHouseResource, squash: SquashRun):  # noqa: ANN201
     days = list(squash.pre_aggregate_days)
     written: dict = {}
+    persons: dict = {}
     if days:
         with retried_when_transient(), clickhouse.get_client(context) as client:
             written = recompute_days(client, days, list(squash.teams), context.run.run_id, log_to(context))
-    record_recomputed_days(context, written, SQUASH)
+            persons = unique_persons_of_days(client, days)
+    record_recomputed_days(context, written, SQUASH, persons)
     yield Output(squash, "squash")
     yield Output(
         [day.isoformat() for day in days],
