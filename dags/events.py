@@ -140,6 +140,9 @@ SELECT
         cityHash64({{seed:UInt64}}, session_number, event_index, 13) % 3 = 0, '$autocapture',
         '$pageview') AS event,
     concat('{{',
+        -- The visitor's address, as ingestion records it (the demo_events asset's traffic has it).
+        if({{with_ip:Bool}},
+           concat('"$ip":', toJSONString(IPv4NumToString(toUInt32(bitShiftRight(h5, 20) % 4294967296))), ','), ''),
         '"$host":', toJSONString(host),
         ',"$pathname":', toJSONString(pathname),
         ',"$current_url":', toJSONString(concat('https://', host, pathname)),
@@ -322,8 +325,11 @@ def generate_demo_events(
     events: int,
     seed: int = 42,
     team_ids: Sequence[int] = DEMO_TEAM_IDS,
+    with_ip: bool = False,
 ) -> int:
     """Insert exactly `events` demo events spread over `days` days from `start_date`; returns the count.
+
+    `with_ip` puts the visitor's address first in `properties` (`"$ip":"10.1.2.3"`), as ingestion does.
 
     Sessions of `$pageview`, `$autocapture` and `$pageleave` with realistic web properties; some
     bounce (some just under, some just over 10 seconds), some are long, a few have no pageview at all.
@@ -352,6 +358,7 @@ def generate_demo_events(
             "days": days,
             "last_session": last_session,
             "last_session_length": events - events_before,
+            "with_ip": with_ip,
         },
         settings=settings,
     )
@@ -394,7 +401,13 @@ def demo_events(
     delete_demo_day(cluster, day)
     with clickhouse.get_client(context) as client:
         written = generate_demo_events(
-            client, start_date=day, days=1, events=config.events_per_day, seed=day_seed, team_ids=DEMO_TEAM_IDS
+            client,
+            start_date=day,
+            days=1,
+            events=config.events_per_day,
+            seed=day_seed,
+            team_ids=DEMO_TEAM_IDS,
+            with_ip=True,
         )
         per_event = client.query_rows(
             "SELECT event, count() AS events, uniqExact(`$session_id`) AS sessions FROM events "

@@ -165,3 +165,23 @@ def test_demo_events_record_an_override_for_each_anonymous_device_that_names_its
             logged_in_too += 1
     assert logged_in_too > 0  # so the squash changes that day's unique persons
     assert result.asset_materializations_for_node("demo_events")[0].metadata["person_overrides"].value == len(anonymous)
+
+
+def test_demo_events_carry_the_visitors_ip_address_first_and_the_generator_only_when_asked(
+    clickhouse: ClickHouseResource, ch: ClickHouseClient, dagster_instance: DagsterInstance
+) -> None:
+    generate_demo_events(ch, start_date=date(2024, 3, 14), days=1, events=500, seed=3)
+    result = materialize(
+        [demo_events],
+        partition_key="2024-03-15",
+        resources={"clickhouse": clickhouse},
+        run_config={"ops": {"demo_events": {"config": {"events_per_day": 500}}}},
+        instance=dagster_instance,
+    )
+    assert result.success
+    for row in ch.query_rows("SELECT toString(toDate(timestamp)) AS day, properties FROM events"):
+        properties = json.loads(row["properties"])
+        if row["day"] == "2024-03-15":
+            assert next(iter(properties)) == "$ip" and len(properties["$ip"].split(".")) == 4
+        else:
+            assert "$ip" not in properties
