@@ -807,6 +807,96 @@ def test_readme_walk_through_a_deletion_dry_run_then_the_deletion_recorded_on_th
     browser.save_screenshot(str(SCREENSHOTS / "deletion-recorded.png"))
 
 
+def unique_persons_of_the_day(server: DagsterDev, day: str) -> int:
+    """The dashboards' unique persons of a day (pageviews' persons per team, added up), from the events."""
+    with server.clickhouse.get_client() as client:
+        return int(
+            client.command(
+                "SELECT sum(n) FROM (SELECT team_id, uniqExact(person_id) AS n FROM events WHERE event = '$pageview' "
+                "AND team_id >= 0 AND toDate(timestamp) = {day:Date} GROUP BY team_id)",
+                {"day": day},
+            )
+        )
+
+
+def test_readme_walk_through_the_squash_lowers_a_days_unique_persons_on_the_pre_aggregates_page(
+    dagster_dev: DagsterDev, browser: Any
+) -> None:
+    """After bin/demo: `squash_person_overrides` from its launchpad (default config: overrides older than two
+    days), then the oldest demo day's page shows fewer unique persons, recorded by the squash."""
+    from selenium.webdriver.common.by import By
+
+    day = DEMO_DAYS[0]  # its overrides are more than two days old
+    page = f"{dagster_dev.url}/assets/web_pre_aggregated_stats?view=partitions&partition={day}"
+
+    def shown(marker: str) -> tuple[int, str]:
+        browser.get(page)
+        wait_for_page(browser, lambda source: "unique_persons" in source and marker in source, f"{day}'s persons")
+        text = browser.find_element(By.TAG_NAME, "body").text
+        return int(metadata_value(text, "unique_persons").replace(",", "")), text
+
+    before, _ = shown("dagster/row_count")
+    assert before == unique_persons_of_the_day(dagster_dev, day)
+    squash = launch_from_the_launchpad(dagster_dev, browser, "data_platform", "squash_person_overrides")
+    wait_for_status(dagster_dev, squash, {"SUCCESS", "FAILURE", "CANCELED"}, timeout=900)
+    assert run_status(dagster_dev, squash) == "SUCCESS", dagster_dev.log_tail()
+    after, text = shown("person overrides squash")
+    assert squash[:8] in text and metadata_value(text, "reason") == "person overrides squash"
+    assert after == unique_persons_of_the_day(dagster_dev, day) < before
+    browser.save_screenshot(str(SCREENSHOTS / "squash-persons.png"))
+
+
+def test_readme_walk_through_removing_ip_from_a_teams_events_and_every_exported_file(
+    dagster_dev: DagsterDev, browser: Any
+) -> None:
+    """A properties request for `$ip` of team 1, carried out by `data_deletion_job` from its launchpad: the key
+    is gone from team 1's events and from every exported file's team 1 rows; team 2 keeps it."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    request = {
+        "selector": {
+            "repositoryLocationName": "data_platform",
+            "repositoryName": "__repository__",
+            "pipelineName": "request_data_deletion",
+        },
+        "runConfigData": {
+            "ops": {
+                "insert_deletion_request": {
+                    "config": {"team_id": 1, "key_type": "properties", "key": "", "properties": ["$ip"]}
+                }
+            }
+        },
+        "mode": "default",
+    }
+    request_run = launch_and_wait(dagster_dev, request, until={"SUCCESS", "FAILURE", "CANCELED"})
+    assert run_status(dagster_dev, request_run) == "SUCCESS", dagster_dev.log_tail()
+    deletion = launch_from_the_launchpad(dagster_dev, browser, "data_platform", "data_deletion_job")
+    wait_for_status(dagster_dev, deletion, {"SUCCESS", "FAILURE", "CANCELED"}, timeout=900)
+    assert run_status(dagster_dev, deletion) == "SUCCESS", dagster_dev.log_tail()
+
+    holding = "SELECT team_id, countIf(JSONHas(properties, '$ip')) AS n FROM events GROUP BY team_id ORDER BY team_id"
+    with dagster_dev.clickhouse.get_client() as client:
+        by_team = {row["team_id"]: row["n"] for row in client.query_rows(holding)}
+    assert by_team[1] == 0 and by_team[2] > 0, by_team
+
+    files = sorted((dagster_dev.home / "exports").rglob("*.parquet"))
+    files += sorted((dagster_dev.home / "batch_exports" / BATCH_EXPORT).rglob("*.parquet"))
+    assert files
+    team_1_rows = 0
+    for path in files:
+        table = pq.read_table(path)
+        if "properties" not in table.column_names:
+            continue
+        teams = table.column("team_id").to_pylist() if "team_id" in table.column_names else [1] * table.num_rows
+        for team, properties in zip(teams, table.column("properties").to_pylist(), strict=True):
+            if team == 1:
+                team_1_rows += 1
+                assert "$ip" not in json.loads(properties), f"{path} still holds team 1's $ip"
+    assert team_1_rows > 0
+
+
 # --- Terminating a run from the UI -----------------------------------------------------------------------
 
 CANCEL_DAY = "2024-03-16"
