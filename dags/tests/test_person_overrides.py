@@ -321,7 +321,7 @@ def test_a_dry_run_reports_the_rows_per_team_and_day_and_changes_nothing(
     assert {event.step_key for event in result.all_events if event.is_step_success} == {"plan_person_overrides_squash"}
 
 
-def test_a_rerun_after_a_killed_run_enqueued_its_mutations_issues_no_second_one_and_cleanup_drops_its_tables(
+def test_a_rerun_after_a_killed_run_enqueued_its_mutations_issues_no_second_one_and_redoes_its_days(
     clickhouse_server_url: str, dagster_instance: DagsterInstance, tmp_path: Path
 ) -> None:
     clickhouse = ClickHouseResource(url=clickhouse_server_url, retry_base_delay_seconds=0.05)
@@ -331,6 +331,8 @@ def test_a_rerun_after_a_killed_run_enqueued_its_mutations_issues_no_second_one_
     # stopped, so they cannot finish before the next run has planned.
     killed = SquashNames("killed-run-0000")
     cluster = clickhouse.get_cluster()
+    with clickhouse.get_client() as client:
+        pre_aggregates_before = {day: pre_aggregate_rows(client, day) for day in DAYS}
     before = int(datetime.fromisoformat(TIMESTAMP + "+00:00").timestamp())
     prepare_lookup(cluster, killed, before, None)
     table = events_table(cluster)
@@ -362,11 +364,29 @@ def test_a_rerun_after_a_killed_run_enqueued_its_mutations_issues_no_second_one_
         assert client.query_rows(SQUASH_MUTATIONS) == [{"n": len(partitions), "done": len(partitions)}]
         assert_squashed(person_ids(client))
         assert_overrides_squashed(overrides_left(client))
-        assert client.query_rows(RUN_TABLES) == [
-            {"name": f"person_overrides_dict_{killed.key}"},
-            {"name": killed.snapshot},
-        ]
-    assert op_metadata(result, "plan_person_overrides_squash", "report")["rows_to_change"] == 0
+        # What the killed run never redid is redone now: its days' pre-aggregates equal a fresh computation ...
+        recomputed = {day: pre_aggregate_rows(client, day) for day in DAYS}
+        for pre_aggregate in PRE_AGGREGATES:
+            refresh_window(
+                client, pre_aggregate, first_day=DAYS[0], end_day=DAYS[-1] + timedelta(days=1), run_id="check"
+            )
+        assert recomputed == {day: pre_aggregate_rows(client, day) for day in DAYS} != pre_aggregates_before
+        # ... and its snapshot and dictionary are dropped with this run's.
+        assert client.query_rows(RUN_TABLES) == []
+    report = op_metadata(result, "plan_person_overrides_squash", "report")
+    assert report["rows_to_change"] == 0 and report["left_over_runs_finished"] == [killed.key]
+    assert report["days_to_recompute"] == [day.isoformat() for day in DAYS]
+
+
+def test_the_cleanup_job_drops_a_killed_runs_snapshot_and_dictionary(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    build_warehouse(clickhouse, local_exports(tmp_path / "exports"))
+    killed = SquashNames("killed-run-0001")
+    before = int(datetime.fromisoformat(TIMESTAMP + "+00:00").timestamp())
+    prepare_lookup(clickhouse.get_cluster(), killed, before, None)
+    with clickhouse.get_client() as client:
+        assert len(client.query_rows(RUN_TABLES)) == 2
 
     cleanup = squash_person_overrides_cleanup.execute_in_process(
         run_config={"ops": {"drop_squash_tables": {"config": {"run_id": killed.run_id}}}},

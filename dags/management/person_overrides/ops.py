@@ -146,7 +146,7 @@ def plan_person_overrides_squash(
         files = exported_files(destination, plan.event_days, pre_aggregate_days).files
     squash = SquashRun(
         names.run_id, before, limit, tuple(plan.partitions), tuple(plan.teams), tuple(plan.event_days),
-        tuple(pre_aggregate_days), plan.total_rows,
+        tuple(pre_aggregate_days), plan.total_rows, tuple(run.run_id for run in plan.left_over_runs),
     )  # fmt: skip
     with retried_when_transient(exports=True):
         places = planned_batch_places(squashed_copies(plan.teams), squash) if plan.teams else []
@@ -165,6 +165,8 @@ def plan_person_overrides_squash(
         "snapshot": names.snapshot,
         "overrides_in_snapshot": snapshot_rows,
         "earlier_squash_mutations_waited_for": waited,
+        # A killed run's days: its mutations ran, what is built on them was not redone; this run redoes them.
+        "left_over_runs_finished": MetadataValue.json([run.run_id for run in plan.left_over_runs]),
         "rows_to_change": plan.total_rows,
         "rows_by_team_and_day": rows_table(plan),
         "partitions_to_mutate": MetadataValue.json(plan.partitions),
@@ -243,6 +245,8 @@ def finish_person_overrides_squash(
     with retried_when_transient():
         cluster = clickhouse.get_cluster(context)
         drop_lookup(cluster, lookup_hosts(cluster), squash.names)
+        for left_over in squash.left_over_runs:  # their days are redone now: nothing reads their tables any more
+            drop_lookup(cluster, lookup_hosts(cluster), SquashNames(left_over))
     files = [*events_files, *stats_files, *bounces_files]
     context.log.info(
         f"Squashed: {squash.rows:,} events rows updated, {len(days_recomputed)} day(s) recomputed, "

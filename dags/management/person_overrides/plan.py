@@ -13,7 +13,7 @@ from typing import Any
 
 from dags.common import ClickHouseClient, ClickHouseCluster, Host
 from dags.management.person_overrides.dictionary import qualified
-from dags.management.person_overrides.snapshot import SquashNames
+from dags.management.person_overrides.snapshot import SNAPSHOT_PREFIX, SquashNames
 
 # The rows a squash changes: an override exists and names another person.
 CHANGES = """dictHas({dictionary:String}, (team_id, distinct_id))
@@ -39,12 +39,37 @@ GROUP BY team_id, `$session_id`
 """
 
 
+# The snapshots that earlier runs left: a run killed after its mutations but before its follow-through.
+LEFT_OVER_SNAPSHOTS = """
+SELECT name FROM system.tables
+WHERE database = currentDatabase() AND startsWith(name, {prefix:String}) AND NOT endsWith(name, '_staging')
+ORDER BY name
+"""
+
+# The days such a run changed: rows that already carry the person its snapshot names for their distinct_id
+# (a superset when the run was killed before its mutations: redoing a day is harmless).
+DAYS_CHANGED_BY = """
+SELECT DISTINCT team_id, toDate(timestamp) AS day
+FROM {table:Identifier}
+WHERE (team_id, distinct_id, person_id) IN (SELECT team_id, distinct_id, person_id FROM {snapshot:Identifier})
+"""
+
+
+def left_over_runs(client: ClickHouseClient, own: SquashNames) -> list[SquashNames]:
+    """The earlier runs whose snapshot is still on this host (killed runs), not `own`."""
+    names = [row["name"] for row in client.query_rows(LEFT_OVER_SNAPSHOTS, {"prefix": SNAPSHOT_PREFIX})]
+    return [SquashNames(name.removeprefix(SNAPSHOT_PREFIX)) for name in names if name != own.snapshot]
+
+
 @dataclass
 class SquashPlan:
     """Rows to change per (team, day, partition) and the days whose pre-aggregates change, per team."""
 
     rows: dict[tuple[int, date, str], int] = field(default_factory=dict)
     session_days: set[tuple[int, date]] = field(default_factory=set)
+    # (team, day) an earlier, killed run changed without redoing what is built on them: this run redoes them.
+    left_over_days: set[tuple[int, date]] = field(default_factory=set)
+    left_over_runs: list[SquashNames] = field(default_factory=list)
 
     @property
     def total_rows(self) -> int:
@@ -56,11 +81,12 @@ class SquashPlan:
 
     @property
     def teams(self) -> list[int]:
-        return sorted({team for team, _, _ in self.rows})
+        return sorted({team for team, _, _ in self.rows} | {team for team, _ in self.left_over_days})
 
     @property
     def event_days(self) -> list[date]:
-        return sorted({day for _, day, _ in self.rows})
+        """Days whose events change (or a killed run changed): their events exports are rewritten."""
+        return sorted({day for _, day, _ in self.rows} | {day for _, day in self.left_over_days})
 
     @property
     def changed_days(self) -> list[date]:
@@ -98,7 +124,25 @@ def plan_squash(cluster: ClickHouseCluster, hosts: Sequence[Host], table: str, n
             key = (int(row["team_id"]), row["day"], str(row["partition"]))
             plan.rows[key] = plan.rows.get(key, 0) + int(row["rows"])
         plan.session_days.update((int(row["team_id"]), row["day"]) for row in sessions)
+    left_over = cluster.map_hosts(
+        one_host_per_shard(hosts), lambda client: days_changed_by_left_over_runs(client, table, names), "Planning"
+    )
+    for runs, days in left_over.values():
+        plan.left_over_runs = sorted({*plan.left_over_runs, *runs}, key=lambda run: run.run_id)
+        plan.left_over_days.update(days)
+    plan.session_days.update(plan.left_over_days)
     return plan
+
+
+def days_changed_by_left_over_runs(
+    client: ClickHouseClient, table: str, own: SquashNames
+) -> tuple[list[SquashNames], set[tuple[int, date]]]:
+    runs = left_over_runs(client, own)
+    days: set[tuple[int, date]] = set()
+    for run in runs:
+        rows = client.query_rows(DAYS_CHANGED_BY, {"table": table, "snapshot": run.snapshot})
+        days.update((int(row["team_id"]), row["day"]) for row in rows)
+    return runs, days
 
 
 @dataclass(frozen=True)
@@ -113,6 +157,7 @@ class SquashRun:
     event_days: tuple[date, ...]
     pre_aggregate_days: tuple[date, ...]  # changed days that were ever pre-aggregated
     rows: int
+    left_over_runs: tuple[str, ...] = ()  # killed runs whose days this run redoes and whose tables it drops
 
     @property
     def names(self) -> SquashNames:
