@@ -563,3 +563,45 @@ def test_the_weekly_squash_is_off_until_turned_on_and_runs_before_the_weekly_del
     next_deletion = next(cron_string_iterator(monday, deletion.cron_schedule, "UTC"))
     # The same Sunday, the squash first: a person deletion then finds the merged devices' events by person_id.
     assert next_squash.date() == next_deletion.date() and next_squash < next_deletion
+
+
+def test_a_bad_timestamp_fails_the_run_naming_the_field_and_changes_nothing(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    exports = local_exports(tmp_path / "exports")
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        before = client.query_rows(f"{ROWS} ORDER BY uuid", {"table": "events"})
+
+    result = run_squash(clickhouse, exports, dagster_instance, timestamp="last tuesday")
+
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert "timestamp must look like 2024-03-10T00:00:00, got 'last tuesday'" in failure.step_failure_data.error.message
+    with clickhouse.get_client() as client:
+        assert client.query_rows(f"{ROWS} ORDER BY uuid", {"table": "events"}) == before
+        assert_overrides_untouched(overrides_left(client))
+        assert client.query_rows(RUN_TABLES) == []
+
+
+def test_a_limit_squashes_at_most_that_many_overrides_and_leaves_the_others_for_a_later_run(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance, tmp_path: Path
+) -> None:
+    exports = local_exports(tmp_path / "exports")
+    build_warehouse(clickhouse, exports)
+    with clickhouse.get_client() as client:
+        overrides_before = overrides_left(client)
+
+    result = run_squash(clickhouse, exports, dagster_instance, limit=1)
+
+    assert result.success
+    assert op_metadata(result, "plan_person_overrides_squash", "report")["overrides_in_snapshot"] == 1
+    with clickhouse.get_client() as client:
+        gone = overrides_before - overrides_left(client)
+        assert len(gone) == 1  # exactly one key squashed and deleted; the others wait
+        [(team, distinct_id, _)] = gone
+        rows = person_ids(client)
+    # The squashed key's rows carry its person now.
+    for team_id, row_distinct_id, person in rows.values():
+        if (team_id, row_distinct_id) == (team, distinct_id):
+            assert person == EXPECTED[(team, distinct_id)]

@@ -844,6 +844,18 @@ def test_readme_walk_through_the_squash_lowers_a_days_unique_persons_on_the_pre_
     assert squash[:8] in text and metadata_value(text, "reason") == "person overrides squash"
     assert after == unique_persons_of_the_day(dagster_dev, day) < before
     browser.save_screenshot(str(SCREENSHOTS / "squash-persons.png"))
+    # Team 1's batch export of that day (every column) was rewritten: its rows carry the squashed persons.
+    import pyarrow.parquet as pq
+
+    [file] = (dagster_dev.home / "batch_exports" / BATCH_EXPORT).rglob(f"date={day}/*.parquet")
+    exported = {str(row["uuid"]): str(row["person_id"]) for row in pq.read_table(file).to_pylist()}
+    with dagster_dev.clickhouse.get_client() as client:
+        rows = client.query_rows(
+            "SELECT toString(uuid) AS uuid, toString(person_id) AS person_id FROM events "
+            "WHERE team_id = 1 AND toDate(timestamp) = {day:Date}",
+            {"day": day},
+        )
+    assert exported == {row["uuid"]: row["person_id"] for row in rows}
 
 
 def test_readme_walk_through_removing_ip_from_a_teams_events_and_every_exported_file(
