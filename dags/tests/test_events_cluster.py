@@ -33,7 +33,7 @@ def materialize_demo_day(cluster: ClusterUnderTest, instance: DagsterInstance, n
     assert result.success
 
 
-def test_every_host_gets_sharded_events_and_a_distributed_events_over_them(
+def test_every_host_gets_sharded_events_a_distributed_events_over_them_and_the_person_overrides(
     clickhouse_cluster: ClusterUnderTest,
 ) -> None:
     create_events_tables(clickhouse_cluster.resource().get_cluster())
@@ -43,7 +43,11 @@ def test_every_host_gets_sharded_events_and_a_distributed_events_over_them(
             host,
             "SELECT name, engine, engine_full FROM system.tables WHERE database = currentDatabase() ORDER BY name",
         )
-        assert [(t["name"], t["engine"]) for t in tables] == [("events", "Distributed"), (SHARDED_EVENTS, "MergeTree")]
+        assert [(t["name"], t["engine"]) for t in tables] == [
+            ("events", "Distributed"),
+            ("person_distinct_id_overrides", "ReplacingMergeTree"),  # all of it on every host
+            (SHARDED_EVENTS, "MergeTree"),
+        ]
         assert "sipHash64(distinct_id)" in tables[0]["engine_full"]
         columns = rows_on(
             clickhouse_cluster,
