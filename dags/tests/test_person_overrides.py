@@ -31,7 +31,6 @@ from dags.management.person_overrides.snapshot import SquashNames
 from dags.management.person_overrides.squash import (
     UPDATE_PERSON_ID,
     delete_squashed_overrides,
-    events_hosts,
     events_table,
     marked,
     overrides_hosts,
@@ -336,7 +335,7 @@ def test_a_rerun_after_a_killed_run_enqueued_its_mutations_issues_no_second_one_
     before = int(datetime.fromisoformat(TIMESTAMP + "+00:00").timestamp())
     prepare_lookup(cluster, killed, before, None)
     table = events_table(cluster)
-    partitions = plan_squash(cluster, events_hosts(cluster), table, killed).partitions
+    partitions = plan_squash(cluster, table, killed).partitions
     assert partitions == CHANGED_PARTITIONS
     with clickhouse.get_client() as client:
         client.command("SYSTEM STOP MERGES events")

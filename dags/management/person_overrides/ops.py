@@ -138,7 +138,7 @@ def plan_person_overrides_squash(
         cluster = clickhouse.get_cluster(context)
         waited = wait_for_earlier_squashes(cluster, events_hosts(cluster), SQUASH_MARKER_PREFIX, timeout, log)
         snapshot_rows = prepare_lookup(cluster, names, before, limit)
-        plan = plan_squash(cluster, events_hosts(cluster), events_table(cluster), names)
+        plan = plan_squash(cluster, events_table(cluster), names)
         with clickhouse.get_client(context) as client:
             pre_aggregate_days = pre_aggregated_days(client, plan.changed_days)
     with retried_when_transient(exports=True):

@@ -6,12 +6,11 @@ shard that holds the dictionary (a shard's copies hold the same rows), summed.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from dags.common import ClickHouseClient, ClickHouseCluster, Host
+from dags.common import ClickHouseClient, ClickHouseCluster
 from dags.management.person_overrides.dictionary import qualified
 from dags.management.person_overrides.snapshot import SNAPSHOT_PREFIX, SquashNames
 
@@ -100,32 +99,22 @@ class SquashPlan:
         return [{"team_id": team, "day": day.isoformat(), "rows": rows} for (team, day), rows in sorted(by.items())]
 
 
-def one_host_per_shard(hosts: Sequence[Host]) -> list[Host]:
-    """The first of `hosts` in each shard: a shard's copies hold the same rows, counted once."""
-    chosen: dict[int, Host] = {}
-    for host in sorted(hosts):
-        chosen.setdefault(host.shard, host)
-    return list(chosen.values())
-
-
 def plan_on_host(client: ClickHouseClient, table: str, names: SquashNames) -> tuple[list[dict], list[dict]]:
     parameters = {"table": table, "dictionary": qualified(client, names)}
     return client.query_rows(ROWS_TO_CHANGE, parameters), client.query_rows(SESSION_START_DAYS, parameters)
 
 
-def plan_squash(cluster: ClickHouseCluster, hosts: Sequence[Host], table: str, names: SquashNames) -> SquashPlan:
+def plan_squash(cluster: ClickHouseCluster, table: str, names: SquashNames) -> SquashPlan:
     """The squash's plan, read on one of `hosts` per shard through that host's dictionary."""
     plan = SquashPlan()
-    answers = cluster.map_hosts(
-        one_host_per_shard(hosts), lambda client: plan_on_host(client, table, names), "Planning the squash"
-    )
+    answers = cluster.map_one_host_per_shard(lambda client: plan_on_host(client, table, names), "Planning the squash")
     for changed, sessions in answers.values():
         for row in changed:
             key = (int(row["team_id"]), row["day"], str(row["partition"]))
             plan.rows[key] = plan.rows.get(key, 0) + int(row["rows"])
         plan.session_days.update((int(row["team_id"]), row["day"]) for row in sessions)
-    left_over = cluster.map_hosts(
-        one_host_per_shard(hosts), lambda client: days_changed_by_left_over_runs(client, table, names), "Planning"
+    left_over = cluster.map_one_host_per_shard(
+        lambda client: days_changed_by_left_over_runs(client, table, names), "Planning"
     )
     for runs, days in left_over.values():
         plan.left_over_runs = sorted({*plan.left_over_runs, *runs}, key=lambda run: run.run_id)
