@@ -26,6 +26,7 @@ from dags.common import (
     ClickHouseResource,
     JobOwners,
     quote_identifier,
+    quote_string,
 )
 
 DEMO_TEAM_IDS: tuple[int, ...] = (1, 2, 3)
@@ -305,11 +306,6 @@ def insert_demo_overrides(
             parameters,
         )
     )
-
-
-def quote_string(text: str) -> str:
-    """A ClickHouse string literal (engine arguments cannot be bound)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def is_distributed(client: ClickHouseClient) -> bool:

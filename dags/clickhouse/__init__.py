@@ -13,7 +13,7 @@ from dags.clickhouse.errors import (
     server_message,
 )
 from dags.clickhouse.resource import ClickHouseResource
-from dags.clickhouse.url import parse_clickhouse_url, quote_identifier, redact_url
+from dags.clickhouse.url import parse_clickhouse_url, quote_identifier, quote_string, redact_url
 
 __all__ = [
     "ClickHouseBusyError",
@@ -25,6 +25,7 @@ __all__ = [
     "is_transient",
     "parse_clickhouse_url",
     "quote_identifier",
+    "quote_string",
     "redact_url",
     "retry_with_backoff",
     "server_message",

@@ -21,6 +21,11 @@ def quote_identifier(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
+def quote_string(text: str) -> str:
+    """A ClickHouse string literal, where a value cannot be bound (engine arguments, dictionary sources)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 @dataclass(frozen=True)
 class ClickHouseTarget:
     """Where a ClickHouse URL points, parsed once."""

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from dags.common import ClickHouseClient, ClickHouseError, ClickHouseResource
+from dags.common import ClickHouseClient, ClickHouseError, ClickHouseResource, quote_string
 from dags.events import (
     CREATE_PERSON_OVERRIDES_TABLE,
     DISTRIBUTED_INSERT_SETTINGS,
@@ -23,7 +23,7 @@ from dags.exports.manifest import DATA_FILE
 from dags.exports.publish import export_day
 from dags.management.mutations import enqueue_once
 from dags.management.person_overrides.cleanup import drop_lookup
-from dags.management.person_overrides.dictionary import CREATE_DICTIONARY, quote_string
+from dags.management.person_overrides.dictionary import CREATE_DICTIONARY
 from dags.management.person_overrides.jobs import squash_person_overrides, squash_person_overrides_cleanup
 from dags.management.person_overrides.ops import prepare_lookup
 from dags.management.person_overrides.plan import plan_squash

@@ -7,7 +7,14 @@ Its source names the snapshot's database, as a dictionary's query does not run i
 
 from collections.abc import Sequence
 
-from dags.common import ClickHouseClient, ClickHouseCluster, ClickHouseNotRetryableError, Host, quote_identifier
+from dags.common import (
+    ClickHouseClient,
+    ClickHouseCluster,
+    ClickHouseNotRetryableError,
+    Host,
+    quote_identifier,
+    quote_string,
+)
 from dags.management.person_overrides.snapshot import SquashNames, summary
 
 # The source's names cannot be bound (they are the dictionary's own settings): quoted as string literals.
@@ -34,11 +41,6 @@ WHERE database = currentDatabase() AND name = {name:String}
 """
 
 DROP = "DROP DICTIONARY IF EXISTS {dictionary:Identifier}"
-
-
-def quote_string(text: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def qualified(client: ClickHouseClient, names: SquashNames) -> str:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from dags.common import ClickHouseClient, ClickHouseCluster, ClickHouseError, Host
+from dags.management.deletion.events import SHARDED_EVENTS
 from dags.management.mutations import MarkedMutation, run_on_every_copy
 from dags.management.person_overrides.snapshot import OVERRIDES_TABLE, SquashNames
 
@@ -55,7 +56,7 @@ def delete_marker(names: SquashNames) -> str:
 
 def events_table(cluster: ClickHouseCluster) -> str:
     """The table a mutation of `events` goes to: each host's `sharded_events` on a cluster."""
-    return "sharded_events" if cluster.is_cluster else "events"  # dags.events' cluster contract
+    return SHARDED_EVENTS if cluster.is_cluster else "events"
 
 
 def marked(statement: str, database: str, names: SquashNames, marker: str, **values: str) -> MarkedMutation:
