@@ -68,6 +68,33 @@ def run_python(code: str, env: dict[str, str] | None = None) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT, env=env, capture_output=True)
 
 
+# --- Which ClickHouse a measurement runs on ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The ClickHouse a measurement runs on: the embedded engine under the workspace, or the bench's server.
+
+    The server's URLs (None for the embedded engine) reach the workers as `CLICKHOUSE_URL`, as a deployment
+    configures it: HTTP unless a measurement asks for the native protocol.
+    """
+
+    name: str  # "embedded" or "server": what the results table says
+    http_url: str | None = None
+    native_url: str | None = None
+
+    @property
+    def is_server(self) -> bool:
+        return self.http_url is not None
+
+    def url(self, protocol: str = "HTTP") -> str | None:
+        """The server's URL over `protocol` (`HTTP` or `native`); None for the embedded engine."""
+        return self.native_url if protocol == "native" else self.http_url
+
+
+EMBEDDED = Engine("embedded")
+
+
 # --- Where a benchmark run keeps its data -------------------------------------------------------------------
 
 
@@ -98,19 +125,25 @@ class Workspace:
         (workspace.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
         return workspace
 
-    def environment(self, **extra: str) -> dict[str, str]:
-        """The environment of every worker: local resources only, whatever the caller's shell says."""
+    def environment(self, engine: Engine = EMBEDDED, protocol: str = "HTTP", **extra: str) -> dict[str, str]:
+        """The environment of every worker: the workspace's own resources, whatever the caller's shell says.
+
+        The embedded engine under DAGSTER_HOME by default; the bench's server over `protocol` when `engine` is
+        one. Exports go to the local folder under DAGSTER_HOME either way.
+        """
         env = {
             name: value
             for name, value in os.environ.items()
-            if not name.startswith(("CLICKHOUSE_", "EXPORT_", "DAGSTER_", "WEB_ANALYTICS_", "EXCHANGE_RATE_"))
+            if not name.startswith(
+                ("CLICKHOUSE_", "EXPORT_", "DAGSTER_", "WEB_ANALYTICS_", "EXCHANGE_RATE_", "DEBUG", "SLACK_")
+            )
         }
-        env.update(
-            DEBUG="1",  # the embedded ClickHouse and the local export folder under DAGSTER_HOME, never production
-            DAGSTER_HOME=str(self.dagster_home),
-            PYTHONWARNINGS="ignore",
-            **extra,
-        )
+        url = engine.url(protocol)
+        if url is None:
+            env["DEBUG"] = "1"  # the embedded ClickHouse and the local export folder, never production
+        else:
+            env["CLICKHOUSE_URL"] = url
+        env.update(DAGSTER_HOME=str(self.dagster_home), PYTHONWARNINGS="ignore", **extra)
         return env
 
 
@@ -224,3 +257,15 @@ def machine_description() -> dict[str, str]:
         "pyarrow": version("pyarrow"),
         "pandas": version("pandas"),
     }
+
+
+def worker_clickhouse() -> Any:
+    """The ClickHouse resource a worker measures with, as the environment configures it.
+
+    For a server the deployment's resource reads `CLICKHOUSE_URL` through `EnvVar`, which Dagster resolves
+    when a run starts; a worker outside a run gets the same resource with the URL itself.
+    """
+    from dags.common import ClickHouseResource, clickhouse_resource_from_env
+
+    url = os.environ.get("CLICKHOUSE_URL")
+    return ClickHouseResource(url=url) if url and not os.environ.get("DEBUG") else clickhouse_resource_from_env()

@@ -77,9 +77,7 @@ def run(workspace: Workspace, repeat: int) -> Section:
     no_batch_exports = workspace.root / "no_batch_exports.yaml"
     no_batch_exports.write_text("exports: []\n")
     variants = {
-        "default schedules, no batch exports": workspace.environment(
-            BATCH_EXPORTS_FILE=str(no_batch_exports)
-        ),
+        "default schedules, no batch exports": workspace.environment(BATCH_EXPORTS_FILE=str(no_batch_exports)),
         "with the example batch exports": workspace.environment(
             BATCH_EXPORTS_FILE=str(PROJECT_ROOT / "batch_exports.yaml")
         ),

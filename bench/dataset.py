@@ -2,7 +2,8 @@
 
 `--events` demo events are spread over a 30-day window (the pre-aggregate backfill reads all of it). The
 export reads single days: a day of the window ("1x", about `events / 30` rows) and days after the window
-holding 4 and 16 times as many events.
+holding 4, 16 and 64 times as many events (64x is about 10 million at the default size). The same events
+are loaded into the embedded engine and into the bench's server.
 """
 
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from datetime import date, timedelta
 from typing import Any
 
 WINDOW_START = date(2024, 3, 1)
-EXPORT_MULTIPLIERS = (1, 4, 16)
+EXPORT_MULTIPLIERS = (1, 4, 16, 64)
+# What one call of the demo generator inserts at most; larger days are generated in parts.
+GENERATOR_MAX_EVENTS = 10_000_000
 # A day with few events, after the window: a one-day run there costs what a run costs, not what its SQL costs.
 SMALL_DAY_EVENTS = 1_000
 
@@ -60,17 +63,21 @@ def build(events: int, window_start: str, window_days: int, extra_days: dict[str
     """Worker: load the demo events and create the pre-aggregate tables; returns the rows of each day loaded."""
     import time
 
-    from dags.common import clickhouse_resource_from_env
+    from bench.common import worker_clickhouse
     from dags.events import generate_demo_events
     from dags.web_analytics.schema import create_web_preaggregated_tables
 
     started = time.perf_counter()
-    with clickhouse_resource_from_env().get_client() as client:
+    with worker_clickhouse().get_client() as client:
         generate_demo_events(
             client, start_date=date.fromisoformat(window_start), days=window_days, events=events, seed=42
         )
-        for seed, (day, day_events) in enumerate(sorted(extra_days.items()), start=43):
-            generate_demo_events(client, start_date=date.fromisoformat(day), days=1, events=day_events, seed=seed)
+        seed = 43
+        for day, day_events in sorted(extra_days.items()):
+            for part in range(0, day_events, GENERATOR_MAX_EVENTS):
+                part_events = min(GENERATOR_MAX_EVENTS, day_events - part)
+                generate_demo_events(client, start_date=date.fromisoformat(day), days=1, events=part_events, seed=seed)
+                seed += 1
         # One part per month, so that background merges do not run during (and blur) the measurements.
         client.command("OPTIMIZE TABLE events FINAL")
         create_web_preaggregated_tables(client)

@@ -8,6 +8,12 @@
 - **JSONEachRow through pandas** (the naive baseline, what exports did before): the day as JSONEachRow,
   `pandas.read_json(lines=True)`, `DataFrame.to_parquet`.
 
+On the bench's server the Arrow stream runs twice, over HTTP and over the native protocol, against the server
+writing the same Parquet itself (`INSERT INTO FUNCTION file(...)` on the same disk) and JSONEachRow fetched
+over HTTP into pandas. What crosses the wire is the server's own count of the bytes it sent for the export's
+queries (`ProfileEvents['NetworkSendBytes']` in `system.query_log`, after any compression); `wire_bytes`
+measures it per row for each protocol and compression.
+
 Every measurement runs in a fresh process; its peak resident memory (the embedded engine runs in-process,
 so the engine's buffers count) is read with `wait4` when it exits. Rows per second time the export only,
 after the engine is open.
@@ -18,13 +24,39 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, Section, Workspace, call_in_worker, megabytes, per_second
+from bench.common import (
+    EMBEDDED,
+    Engine,
+    Row,
+    Section,
+    Workspace,
+    call_in_worker,
+    megabytes,
+    per_second,
+    worker_clickhouse,
+)
 from bench.dataset import Dataset
 
 METHODS = {
     "arrow": "Arrow stream (events_export)",
     "engine": "ClickHouse Parquet writer",
     "pandas": "JSONEachRow + pandas",
+}
+# On the server, the stream is measured over each protocol (the worker's CLICKHOUSE_URL).
+SERVER_METHODS = {
+    "arrow": "Arrow stream (events_export) over HTTP",
+    "arrow_native": "Arrow stream (events_export) over native",
+    "engine": "the server's own Parquet writer",
+    "pandas": "JSONEachRow over HTTP + pandas",
+}
+# The compression settings whose wire bytes are measured over HTTP: the Arrow format's own (the server's
+# `output_format_arrow_compression_method`, lz4_frame unless set). The first is what the project uses. (HTTP's
+# own response compression, clickhouse-connect's `compress` with `enable_http_compression`, changed no byte of
+# an Arrow stream's NetworkSendBytes here: left out.)
+HTTP_COMPRESSIONS = {
+    "Arrow lz4_frame (the default)": ("lz4_frame", True),
+    "Arrow zstd": ("zstd", False),
+    "none": ("none", False),
 }
 TARGET_VS_PANDAS = 10.0
 TARGET_VS_ENGINE = 1.2
@@ -36,7 +68,7 @@ ROW_GROUP_ROWS = 100_000
 PANDAS_MEMORY_SHARE = 0.5
 
 
-def export_once(method: str, day: str, folder: str) -> dict[str, Any]:
+def export_once(method: str, day: str, folder: str, server_http_url: str | None = None) -> dict[str, Any]:
     """Worker: export `day` of `events` with `method` into `folder`; rows, bytes and seconds."""
     import resource
     import time
@@ -44,13 +76,13 @@ def export_once(method: str, day: str, folder: str) -> dict[str, Any]:
 
     import chdb
 
-    from dags.common import clickhouse_resource_from_env
-
-    clickhouse = clickhouse_resource_from_env()
+    clickhouse = worker_clickhouse()
+    data_path = clickhouse.target.data_path
     # Every method opens its own connection; this one keeps the engine running meanwhile, so that the clock
     # measures the export, not the engine's start (which a closed last connection would make each open pay).
-    keep_running = chdb.connect(clickhouse.target.data_path)
-    keep_running.query("SELECT count() FROM events")
+    keep_running = chdb.connect(data_path) if data_path else None
+    if keep_running is not None:
+        keep_running.query("SELECT count() FROM events")
     # Libraries load before the clock too: a run exporting several days loads them once.
     import clickhouse_connect  # noqa: F401
     import pyarrow.parquet  # noqa: F401
@@ -61,18 +93,55 @@ def export_once(method: str, day: str, folder: str) -> dict[str, Any]:
         client.command("SELECT 1")
     ready_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     Path(folder).mkdir(parents=True, exist_ok=True)
+    since = _server_now(server_http_url)
     started = time.perf_counter()
-    if method == "arrow":
+    if method in ("arrow", "arrow_native"):
         rows, size = _export_arrow(clickhouse, date.fromisoformat(day), str(uuid.uuid4()))
     elif method == "engine":
         rows, size = _export_engine(clickhouse, date.fromisoformat(day), Path(folder) / f"{day}.parquet")
     else:
-        rows, size = _export_pandas(
-            clickhouse.target.data_path, date.fromisoformat(day), Path(folder) / f"{day}.parquet"
-        )
+        url = f"chdb://{data_path}" if data_path else clickhouse.url
+        rows, size = _export_pandas(url, date.fromisoformat(day), Path(folder) / f"{day}.parquet")
     elapsed = time.perf_counter() - started
-    keep_running.close()
-    return {"rows": rows, "bytes": size, "seconds": elapsed, "ready_rss": ready_rss}
+    sent = _server_bytes_sent(server_http_url, since)
+    if keep_running is not None:
+        keep_running.close()
+    return {"rows": rows, "bytes": size, "seconds": elapsed, "ready_rss": ready_rss, "bytes_sent": sent}
+
+
+def _server_now(http_url: str | None) -> str | None:
+    """The server's clock now (microseconds), to find the queries that follow in its query log."""
+    if http_url is None:
+        return None
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=http_url)
+    try:
+        return str(client.command("SELECT toString(now64(6))"))
+    finally:
+        client.close()
+
+
+def _server_bytes_sent(http_url: str | None, since: str | None) -> int:
+    """What the server sent to clients for the SELECTs from `events` since `since` (this worker's only)."""
+    if http_url is None or since is None:
+        return 0
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=http_url)
+    try:
+        client.command("SYSTEM FLUSH LOGS")
+        return int(
+            client.command(
+                "SELECT sum(ProfileEvents['NetworkSendBytes']) FROM system.query_log "
+                "WHERE type = 'QueryFinish' AND event_time_microseconds >= {since:DateTime64(6)} "
+                "AND query_kind = 'Select' AND has(tables, currentDatabase() || '.events')",
+                parameters={"since": since},
+            )
+            or 0
+        )
+    finally:
+        client.close()
 
 
 def _export_arrow(clickhouse: Any, day: date, run_id: str) -> tuple[int, int]:
@@ -105,25 +174,32 @@ def _export_engine(clickhouse: Any, day: date, path: Path) -> tuple[int, int]:
     return pq.read_metadata(path).num_rows, path.stat().st_size
 
 
-def _export_pandas(data_path: str, day: date, path: Path) -> tuple[int, int]:
+def _export_pandas(url: str, day: date, path: Path) -> tuple[int, int]:
     import io
 
-    import chdb
     import pandas as pd
 
     from dags.exports.datasets import EVENTS_DATASET, EVENTS_EXPORT_QUERY, ExportWindow
 
     parameters = EVENTS_DATASET.parameters(ExportWindow.of_day(day))
-    connection = chdb.connect(data_path)
-    try:
-        result = connection.query(
-            EVENTS_EXPORT_QUERY,
-            "JSONEachRow",
-            params={name: str(value) if not isinstance(value, list) else value for name, value in parameters.items()},
-        )
-        frame = pd.read_json(io.BytesIO(result.bytes()), lines=True)
-    finally:
-        connection.close()
+    if url.startswith("chdb:"):
+        import chdb
+
+        connection = chdb.connect(url.removeprefix("chdb://"))
+        try:
+            params = {name: str(value) if not isinstance(value, list) else value for name, value in parameters.items()}
+            body = connection.query(EVENTS_EXPORT_QUERY, "JSONEachRow", params=params).bytes()
+        finally:
+            connection.close()
+    else:
+        import clickhouse_connect
+
+        client = clickhouse_connect.get_client(dsn=url)
+        try:
+            body = client.raw_query(EVENTS_EXPORT_QUERY, parameters=parameters, fmt="JSONEachRow")
+        finally:
+            client.close()
+    frame = pd.read_json(io.BytesIO(body), lines=True)
     frame.to_parquet(path, compression="zstd", index=False, row_group_size=ROW_GROUP_ROWS)
     return len(frame), path.stat().st_size
 
@@ -135,14 +211,22 @@ def _available_memory() -> int:
     return 0
 
 
-def run(workspace: Workspace, dataset: Dataset, repeat: int) -> Section:
-    env = workspace.environment()
-    log = workspace.logs / "exports.log"
+def run(workspace: Workspace, dataset: Dataset, repeat: int, engines: tuple[Engine, ...] = (EMBEDDED,)) -> Section:
+    sections = [_run_on(workspace, dataset, repeat, engine) for engine in engines]
+    if any(engine.is_server for engine in engines):
+        server = next(engine for engine in engines if engine.is_server)
+        sections.append(_wire_section(workspace, dataset, server))
+    return Section([row for section in sections for row in section.rows], "\n\n".join(s.detail for s in sections))
+
+
+def _run_on(workspace: Workspace, dataset: Dataset, repeat: int, engine: Engine) -> Section:
+    log = workspace.logs / f"exports-{engine.name}.log"
+    methods_named = SERVER_METHODS if engine.is_server else METHODS
     results: dict[tuple[str, int], dict[str, float]] = {}
     skipped: dict[int, str] = {}
     for multiplier in dataset.export_multipliers:
         day = dataset.export_day(multiplier).isoformat()
-        methods = list(METHODS)
+        methods = list(methods_named)
         projected = _projected_pandas_peak(results, multiplier)
         if projected and projected > PANDAS_MEMORY_SHARE * _available_memory():
             methods.remove("pandas")
@@ -150,15 +234,26 @@ def run(workspace: Workspace, dataset: Dataset, repeat: int) -> Section:
         runs: dict[str, list[dict[str, Any]]] = {method: [] for method in methods}
         for _ in range(repeat):
             for method in methods:  # in turns, so that noise hits every method alike
-                folder = str(workspace.root / "exports" / method)
-                worker = call_in_worker("bench.exports:export_once", env, log, method=method, day=day, folder=folder)
+                folder = str(workspace.root / "exports" / engine.name / method)
+                env = workspace.environment(engine, "native" if method == "arrow_native" else "HTTP")
+                worker = call_in_worker(
+                    "bench.exports:export_once",
+                    env,
+                    log,
+                    method=method,
+                    day=day,
+                    folder=folder,
+                    server_http_url=engine.url("HTTP"),
+                )
                 runs[method].append({**worker.value, "peak_rss": worker.peak_rss_bytes})
         for method, measurements in runs.items():
             results[(method, multiplier)] = {
                 name: statistics.median(float(m[name]) for m in measurements)
-                for name in ("rows", "bytes", "seconds", "ready_rss", "peak_rss")
+                for name in ("rows", "bytes", "seconds", "ready_rss", "peak_rss", "bytes_sent")
             }
-    return Section(_rows(dataset, results, skipped), _detail(dataset, results, skipped, repeat))
+    return Section(
+        _rows(dataset, results, skipped, engine), _detail(dataset, results, skipped, repeat, engine, methods_named)
+    )
 
 
 def _projected_pandas_peak(results: dict[tuple[str, int], dict[str, float]], multiplier: int) -> float | None:
@@ -175,50 +270,58 @@ def _rate(result: dict[str, float]) -> float:
     return result["rows"] / result["seconds"]
 
 
-def _rows(dataset: Dataset, results: dict[tuple[str, int], dict[str, float]], skipped: dict[int, str]) -> list[Row]:
+def _rows(
+    dataset: Dataset, results: dict[tuple[str, int], dict[str, float]], skipped: dict[int, str], engine: Engine
+) -> list[Row]:
     rows = []
+    streams = {"arrow": "HTTP", "arrow_native": "native"} if engine.is_server else {"arrow": ""}
     for multiplier in dataset.export_multipliers:
-        arrow, engine = results[("arrow", multiplier)], results[("engine", multiplier)]
-        label = f"export of 1 day, {multiplier}x ({arrow['rows']:,.0f} rows)"
-        measured = f"{per_second(_rate(arrow))}, peak {megabytes(arrow['peak_rss'])}"
-        if ("pandas", multiplier) in results:
-            pandas = results[("pandas", multiplier)]
-            ratio = _rate(arrow) / _rate(pandas)
+        writer = results[("engine", multiplier)]
+        for stream, protocol in streams.items():
+            arrow = results[(stream, multiplier)]
+            way = f"{engine.name}{' over ' + protocol if protocol else ''}"
+            label = f"export of 1 day, {multiplier}x ({arrow['rows']:,.0f} rows), {way}"
+            measured = f"{per_second(_rate(arrow))}, peak {megabytes(arrow['peak_rss'])}"
+            if ("pandas", multiplier) in results:
+                pandas = results[("pandas", multiplier)]
+                ratio = _rate(arrow) / _rate(pandas)
+                rows.append(
+                    Row(
+                        f"{label}: Arrow stream vs JSON+pandas",
+                        measured,
+                        f"JSONEachRow + pandas {per_second(_rate(pandas))}, peak {megabytes(pandas['peak_rss'])}",
+                        ratio,
+                        f">= {TARGET_VS_PANDAS:.0f}x rows/s",
+                        ratio >= TARGET_VS_PANDAS,
+                    )
+                )
+            else:
+                rows.append(
+                    Row(f"{label}: Arrow stream vs JSON+pandas", measured,
+                        f"JSONEachRow + pandas {skipped[multiplier]}", None, f">= {TARGET_VS_PANDAS:.0f}x rows/s", None)
+                )  # fmt: skip
+            slower = _rate(writer) / _rate(arrow)
             rows.append(
                 Row(
-                    f"{label}: Arrow stream vs JSON+pandas",
+                    f"{label}: Arrow stream vs ClickHouse's writer",
                     measured,
-                    f"JSONEachRow + pandas {per_second(_rate(pandas))}, peak {megabytes(pandas['peak_rss'])}",
-                    ratio,
-                    f">= {TARGET_VS_PANDAS:.0f}x rows/s",
-                    ratio >= TARGET_VS_PANDAS,
+                    f"ClickHouse Parquet writer {per_second(_rate(writer))}, peak {megabytes(writer['peak_rss'])}",
+                    slower,
+                    f"<= {TARGET_VS_ENGINE}x slower",
+                    slower <= TARGET_VS_ENGINE,
                 )
             )
-        else:
-            rows.append(
-                Row(f"{label}: Arrow stream vs JSON+pandas", measured, f"JSONEachRow + pandas {skipped[multiplier]}",
-                    None, f">= {TARGET_VS_PANDAS:.0f}x rows/s", None)
-            )  # fmt: skip
-        slower = _rate(engine) / _rate(arrow)
-        rows.append(
-            Row(
-                f"{label}: Arrow stream vs ClickHouse's writer",
-                measured,
-                f"ClickHouse Parquet writer {per_second(_rate(engine))}, peak {megabytes(engine['peak_rss'])}",
-                slower,
-                f"<= {TARGET_VS_ENGINE}x slower",
-                slower <= TARGET_VS_ENGINE,
-            )
-        )
     smallest, largest = min(dataset.export_multipliers), max(dataset.export_multipliers)
     if largest > smallest:
         # The engine's own writer measured the same way, for comparison: its target is not ours to meet.
-        for method, target in (("arrow", True), ("engine", False)):
+        names = SERVER_METHODS if engine.is_server else METHODS
+        for method in [*streams, "engine"]:
+            target = method != "engine"
             small, big = results[(method, smallest)], results[(method, largest)]
             growth = big["peak_rss"] / small["peak_rss"]
             rows.append(
                 Row(
-                    f"export peak memory, {METHODS[method]}, {largest}x vs {smallest}x the rows",
+                    f"export peak memory, {engine.name}, {names[method]}, {largest}x vs {smallest}x the rows",
                     megabytes(big["peak_rss"]),
                     megabytes(small["peak_rss"]),
                     growth,
@@ -230,25 +333,99 @@ def _rows(dataset: Dataset, results: dict[tuple[str, int], dict[str, float]], sk
 
 
 def _detail(
-    dataset: Dataset, results: dict[tuple[str, int], dict[str, float]], skipped: dict[int, str], repeat: int
+    dataset: Dataset,
+    results: dict[tuple[str, int], dict[str, float]],
+    skipped: dict[int, str],
+    repeat: int,
+    engine: Engine,
+    names: dict[str, str],
 ) -> str:
+    where = "the embedded engine" if not engine.is_server else "the bench's server"
     lines = [
-        f"Export of one day of `events` to a local zstd Parquet file (medians of {repeat} fresh processes each; "
-        "peak = the process's peak resident memory, the embedded engine included; at start = after imports and "
-        "opening the engine, before the export):",
+        f"Export of one day of `events` from {where} to a local zstd Parquet file (medians of {repeat} fresh "
+        "processes each; peak = the process's peak resident memory, the embedded engine included when it is the "
+        "engine; at start = after imports and connecting, before the export; sent = what the server sent for "
+        "the export's queries, per row):",
         "",
-        "| size | method | rows | seconds | rows/s | bytes written | peak memory | at start |",
-        "|---|---|---|---|---|---|---|---|",
+        "| size | method | rows | seconds | rows/s | bytes written | sent per row | peak memory | at start |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for multiplier in dataset.export_multipliers:
-        for method, name in METHODS.items():
+        for method, name in names.items():
             result = results.get((method, multiplier))
             if result is None:
-                lines.append(f"| {multiplier}x | {name} | | | | | {skipped.get(multiplier, '')} | |")
+                lines.append(f"| {multiplier}x | {name} | | | | | | {skipped.get(multiplier, '')} | |")
                 continue
             lines.append(
                 f"| {multiplier}x | {name} | {result['rows']:,.0f} | {result['seconds']:.2f} | "
-                f"{_rate(result):,.0f} | {megabytes(result['bytes'])} | {megabytes(result['peak_rss'])} | "
+                f"{_rate(result):,.0f} | {megabytes(result['bytes'])} | "
+                f"{result['bytes_sent'] / result['rows']:,.0f} B | {megabytes(result['peak_rss'])} | "
                 f"{megabytes(result['ready_rss'])} |"
             )
     return "\n".join(lines)
+
+
+# --- Bytes on the wire per protocol and compression ------------------------------------------------------------
+
+
+def wire_bytes(http_url: str, native_url: str, day: str) -> list[dict[str, Any]]:
+    """Worker: fetch `day`'s export query as Arrow over HTTP with each compression, and over the native protocol
+    (uncompressed: the driver compresses only with `clickhouse-cityhash`, not installed); bytes sent per row."""
+    import time
+    from functools import partial
+
+    import clickhouse_connect
+
+    from dags.common import ClickHouseResource
+    from dags.exports.datasets import EVENTS_DATASET, EVENTS_EXPORT_QUERY, ExportWindow
+
+    parameters = EVENTS_DATASET.parameters(ExportWindow.of_day(date.fromisoformat(day)))
+    measured = []
+
+    def fetch(way: str, open_stream: Any) -> None:
+        since, started, rows = _server_now(http_url), time.perf_counter(), 0
+        with open_stream() as stream:
+            for batch in stream:
+                rows += batch.num_rows
+        elapsed = time.perf_counter() - started
+        sent = _server_bytes_sent(http_url, since)
+        measured.append({"way": way, "rows": rows, "bytes": sent, "seconds": elapsed})
+
+    for name, (arrow_compression, http_compression) in HTTP_COMPRESSIONS.items():
+        client = clickhouse_connect.get_client(dsn=http_url, compress=http_compression)
+        settings: dict[str, Any] = {"output_format_arrow_compression_method": arrow_compression}
+        if http_compression in ("lz4", "zstd"):
+            settings["enable_http_compression"] = 1  # else the server ignores the client's Accept-Encoding
+        try:
+            query = partial(client.query_arrow_stream, EVENTS_EXPORT_QUERY, parameters=parameters, settings=settings)
+            fetch(f"HTTP, {name}", query)
+        finally:
+            client.close()
+    with ClickHouseResource(url=native_url).get_client() as client:
+        fetch("native, none (the driver's default)", lambda: client.query_arrow_stream(EVENTS_EXPORT_QUERY, parameters))
+    return measured
+
+
+def _wire_section(workspace: Workspace, dataset: Dataset, server: Engine) -> Section:
+    day = dataset.export_day(min(dataset.export_multipliers)).isoformat()
+    measured = call_in_worker(
+        "bench.exports:wire_bytes",
+        workspace.environment(server),
+        workspace.logs / "exports-wire.log",
+        http_url=server.url("HTTP"),
+        native_url=server.url("native"),
+        day=day,
+    ).value
+    lines = [
+        "Bytes the server sent per row of the 1x day's export query, as Arrow (one fresh process; "
+        "`ProfileEvents['NetworkSendBytes']` of the query in `system.query_log`, after compression):",
+        "",
+        "| protocol, compression | rows | bytes sent | per row | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for m in measured:
+        lines.append(
+            f"| {m['way']} | {m['rows']:,} | {megabytes(m['bytes'])} | {m['bytes'] / max(m['rows'], 1):,.0f} B | "
+            f"{m['seconds']:.2f} |"
+        )
+    return Section([], "\n".join(lines))
