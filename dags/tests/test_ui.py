@@ -645,10 +645,21 @@ def test_the_demo_runs_are_listed_under_their_job_in_the_jobs_list_and_on_the_ti
     browser.save_screenshot(str(SCREENSHOTS / "job-runs.png"))
 
     browser.get(f"{dagster_dev.url}/jobs")
-    wait_for_page(browser, lambda page: "web_analytics_daily_job" in page, "the jobs list")
-    lines = browser.find_element(By.TAG_NAME, "body").text.split("\n")
-    for job in ("web_analytics_daily_job", "events_export_job", f"batch_export_{BATCH_EXPORT}_job"):
-        assert lines[lines.index(job) + 1].endswith("ago"), f"the jobs list shows no latest run of {job}"
+    jobs = ("web_analytics_daily_job", "events_export_job", f"batch_export_{BATCH_EXPORT}_job")
+
+    def latest_runs_shown() -> dict[str, bool]:
+        """Whether the jobs list shows a latest run ("… ago") on the line below each job's name."""
+        lines = browser.find_element(By.TAG_NAME, "body").text.split("\n")
+        following = {line: lines[index + 1] if index + 1 < len(lines) else "" for index, line in enumerate(lines)}
+        return {job: following.get(job, "").endswith("ago") for job in jobs}
+
+    # The list renders the names first and each job's latest run as its query returns.
+    try:
+        wait_until(lambda: all(latest_runs_shown().values()), 120, "the jobs list's latest runs", interval=0.5)
+    except TimeoutError:
+        browser.save_screenshot(str(SCREENSHOTS / "timeout.png"))
+    shown = latest_runs_shown()
+    assert all(shown.values()), f"the jobs list shows no latest run of {[job for job, ok in shown.items() if not ok]}"
 
     browser.get(f"{dagster_dev.url}/overview/activity/timeline")
     wait_for_page(browser, lambda page: "web_analytics_daily_job" in page, "the demo's jobs on the timeline")
