@@ -21,7 +21,6 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
-from dagster._core.storage.event_log.base import AssetRecordsFilter
 
 from dags.common import ClickHouseClient
 from dags.web_analytics.refresh import days_of, window_parameters
@@ -186,6 +185,10 @@ def partition_check_events(
     `AssetCheckEvaluation` of its partition, pointing at that partition's materialization by this run.
     Yield this after the asset's `MaterializeResult`, whose materializations it looks up.
     """
+    # Imported here: the event log's module pulls in SQLAlchemy and Alembic, a quarter of a code server's
+    # load; a run has them loaded already with its instance.
+    from dagster import AssetRecordsFilter
+
     records = context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=list(results_by_partition)),
         limit=len(results_by_partition),
