@@ -9,7 +9,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -543,6 +543,33 @@ def test_the_sensor_runs_the_job_only_when_a_request_waited_too_long(
         )
     overdue = tick()
     assert isinstance(overdue, RunRequest)
+
+
+def test_the_weekly_schedule_skips_a_week_without_open_requests_and_runs_when_one_is_open(
+    clickhouse: ClickHouseResource, dagster_instance: DagsterInstance
+) -> None:
+    from dagster import RunRequest, SkipReason, build_schedule_context
+
+    from dags.management.deletion.requests import DONE, open_requests, write_status
+    from dags.management.deletion.schedules import data_deletion_weekly_schedule
+
+    def tick() -> RunRequest | SkipReason:
+        with build_schedule_context(
+            instance=dagster_instance,
+            resources={"clickhouse": clickhouse},
+            scheduled_execution_time=datetime(2026, 11, 29, 3, tzinfo=UTC),
+        ) as context:
+            return data_deletion_weekly_schedule(context)
+
+    assert isinstance(tick(), SkipReason)  # no table yet: nothing was ever requested
+    with clickhouse.get_client() as client:
+        insert_request(client, 1, "person", "3f1b2c4d-0000-4000-8000-000000000001")
+    assert isinstance(tick(), RunRequest)
+    with clickhouse.get_client() as client:
+        [request] = open_requests(client, limit=10)
+        write_status(client, request, status=DONE)
+    skipped = tick()
+    assert isinstance(skipped, SkipReason) and "No open request" in str(skipped.skip_message)
 
 
 def test_a_bad_wait_setting_fails_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> None:
