@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,11 @@ class Section:
 
     rows: list[Row]
     detail: str = ""
+
+    @staticmethod
+    def joined(sections: Sequence["Section"]) -> "Section":
+        """Several sections as one (one per engine, say): their rows in order, their details one after another."""
+        return Section([row for section in sections for row in section.rows], "\n\n".join(s.detail for s in sections))
 
 
 def median_seconds(operation: Callable[[], object], repeat: int) -> float:
@@ -260,12 +265,7 @@ def machine_description() -> dict[str, str]:
 
 
 def worker_clickhouse() -> Any:
-    """The ClickHouse resource a worker measures with, as the environment configures it.
+    """The ClickHouse resource a worker measures with, as the environment configures it."""
+    from dags.common import clickhouse_resource_from_env
 
-    For a server the deployment's resource reads `CLICKHOUSE_URL` through `EnvVar`, which Dagster resolves
-    when a run starts; a worker outside a run gets the same resource with the URL itself.
-    """
-    from dags.common import ClickHouseResource, clickhouse_resource_from_env
-
-    url = os.environ.get("CLICKHOUSE_URL")
-    return ClickHouseResource(url=url) if url and not os.environ.get("DEBUG") else clickhouse_resource_from_env()
+    return clickhouse_resource_from_env(outside_runs=True)

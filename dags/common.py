@@ -301,13 +301,19 @@ EXTERNAL_API_RETRY_POLICY = RetryPolicy(max_retries=3, delay=5, backoff=Backoff.
 # --- The ClickHouse resource every location uses ------------------------------------------------------------
 
 
-def clickhouse_resource_from_env(settings: Settings | None = None) -> ClickHouseResource:
-    """The ClickHouse resource as the environment configures it (see `Settings`)."""
+def clickhouse_resource_from_env(settings: Settings | None = None, *, outside_runs: bool = False) -> ClickHouseResource:
+    """The ClickHouse resource as the environment configures it (see `Settings`).
+
+    A location's resource names the server by `EnvVar("CLICKHOUSE_URL")`, which Dagster resolves when a run
+    starts. `outside_runs=True` gives the same resource holding the URL itself, for code that uses it without
+    a run (scripts, the benchmarks); never put that one in a location's definitions.
+    """
     settings = settings or load_settings()
     # A server URL carries credentials: EnvVar keeps its value out of the UI and of stored run config.
     uses_server = not settings.debug and settings.clickhouse_url is not None
+    server_url = settings.clickhouse_url if outside_runs else EnvVar("CLICKHOUSE_URL")
     return ClickHouseResource(
-        url=EnvVar("CLICKHOUSE_URL") if uses_server else settings.local_clickhouse_url,
+        url=server_url if uses_server else settings.local_clickhouse_url,
         cluster=None if settings.debug else settings.clickhouse_cluster,
         lock_timeout_seconds=settings.clickhouse_lock_timeout_seconds,
         connect_retry_seconds=settings.clickhouse_connect_retry_seconds,

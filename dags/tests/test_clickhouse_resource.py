@@ -327,6 +327,19 @@ def test_server_url_reaches_the_resource_through_an_env_var(monkeypatch: pytest.
     assert isinstance(resource._get_non_default_public_field_values()["url"], EnvVar)
 
 
+def test_outside_runs_the_resource_holds_the_server_url_itself_with_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dags.common import clickhouse_resource_from_env
+
+    monkeypatch.setenv("CLICKHOUSE_URL", "http://default@127.0.0.1:8123/db")
+    monkeypatch.setenv("CLICKHOUSE_LOCK_TIMEOUT_SECONDS", "7")
+    monkeypatch.delenv("DEBUG", raising=False)
+    resource = clickhouse_resource_from_env(outside_runs=True)
+    assert resource.url == "http://default@127.0.0.1:8123/db"
+    assert resource.lock_timeout_seconds == 7
+
+
 # --- The embedded engine's lock: one process at a time ------------------------------------------------------
 
 HOLDER = textwrap.dedent(
