@@ -1,6 +1,7 @@
 """What a day of the default schedules costs, counted from the definitions: the runs the schedules request in
-24 hours (every tick evaluated on an idle instance) times the assets (and asset checks, and op steps) each run
-executes, as dollars a month at what Dagster+ charges per credit (one credit per asset materialization).
+24 hours (every tick evaluated on an idle instance) times the steps and asset materializations (and asset checks)
+each run executes, as dollars a month at what Dagster+ charges per credit: one credit per step executed and one
+per asset materialization (per partition), asset checks free (Dagster+'s "Credit usage" page).
 
 Counted twice: with the deployment's own schedules only (no batch exports), and with the example batch exports
 of `batch_exports.yaml`. Each count loads every location in a fresh process, as a code server does.
@@ -43,10 +44,13 @@ def count(day: str) -> dict[str, Any]:
                         ticks.append(tick)
             runs = 0
             for tick in ticks:
-                context = build_schedule_context(
-                    instance=instance, scheduled_execution_time=tick, repository_def=repository
-                )
-                runs += len(schedule.evaluate_tick(context).run_requests or [])
+                with build_schedule_context(
+                    instance=instance,
+                    scheduled_execution_time=tick,
+                    repository_def=repository,
+                    resources=repository.get_top_level_resources(),
+                ) as context:
+                    runs += len(schedule.evaluate_tick(context).run_requests or [])
             job = repository.get_job(schedule.job_name)
             assets = len(job.asset_layer.executable_asset_keys)
             schedules.append(
@@ -60,14 +64,18 @@ def count(day: str) -> dict[str, Any]:
                     "materializations": runs * assets,
                     "materializations_every_tick": len(ticks) * assets,
                     "checks": runs * len(job.asset_layer.asset_graph.asset_check_keys),
-                    "op_steps": 0 if assets else runs * len(job.nodes_in_topological_order),
+                    "steps": runs * len(job.nodes_in_topological_order),
+                    "steps_every_tick": len(ticks) * len(job.nodes_in_topological_order),
                 }
             )
-    return {"schedules": sorted(schedules, key=lambda s: -s["materializations"])}
+    for entry in schedules:
+        entry["credits"] = entry["steps"] + entry["materializations"]
+        entry["credits_every_tick"] = entry["steps_every_tick"] + entry["materializations_every_tick"]
+    return {"schedules": sorted(schedules, key=lambda s: -s["credits"])}
 
 
-def _dollars(materializations_per_day: float) -> str:
-    low, high = (materializations_per_day * DAYS_PER_MONTH * price for price in CREDIT_USD)
+def _dollars(credits_per_day: float) -> str:
+    low, high = (credits_per_day * DAYS_PER_MONTH * price for price in CREDIT_USD)
     return f"${low:,.2f}-{high:,.2f}/month"
 
 
@@ -86,22 +94,23 @@ def run(workspace: Workspace, repeat: int) -> Section:
     totals: dict[str, int] = {}
     for label, env in variants.items():
         schedules = call_in_worker("bench.cost_per_day:count", env, log, day=COUNTED_DAY.isoformat()).value["schedules"]
+        credits = sum(s["credits"] for s in schedules)
         materializations = sum(s["materializations"] for s in schedules)
-        every_tick = sum(s["materializations_every_tick"] for s in schedules)
+        every_tick = sum(s["credits_every_tick"] for s in schedules)
         checks = sum(s["checks"] for s in schedules)
-        op_steps = sum(s["op_steps"] for s in schedules)
+        steps = sum(s["steps"] for s in schedules)
         measured = (
-            f"{materializations:,} materializations ({_dollars(materializations)}), {checks:,} check evaluations, "
-            f"{op_steps} op steps a day"
+            f"{credits:,} credits ({_dollars(credits)}): {steps:,} steps + {materializations:,} materializations; "
+            f"{checks:,} check evaluations (free)"
         )
         if not totals:  # the deployment's own schedules: against a run at every tick of their crons
-            baseline = f"a run at every cron tick: {every_tick:,} materializations ({_dollars(every_tick)})"
-            ratio = materializations / every_tick
+            baseline = f"a run at every cron tick: {every_tick:,} credits ({_dollars(every_tick)})"
+            ratio = credits / every_tick
         else:  # with batch exports: against the deployment's own schedules
             first = next(iter(totals.values()))
-            baseline = f"without batch exports: {first:,} materializations ({_dollars(first)})"
-            ratio = materializations / first
-        totals[label] = materializations
+            baseline = f"without batch exports: {first:,} credits ({_dollars(first)})"
+            ratio = credits / first
+        totals[label] = credits
         rows.append(
             Row(
                 f"cost per day, {label} (24 h of schedules, {COUNTED_DAY:%A}; "
@@ -117,13 +126,13 @@ def run(workspace: Workspace, repeat: int) -> Section:
             f"Cost per day, {label} (ticks on {COUNTED_DAY:%Y-%m-%d}, a {COUNTED_DAY:%A}, UTC; one partition per "
             "run; a month is 30 such days):",
             "",
-            "| schedule | cron | ticks | runs | materializations | check evaluations | op steps | per month |",
-            "|---|---|---|---|---|---|---|---|",
+            "| schedule | cron | ticks | runs | steps | materializations | credits | check evaluations | per month |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for s in schedules:
             lines.append(
-                f"| {s['schedule']} | `{s['cron']}` | {s['ticks']} | {s['runs']} | {s['materializations']} | "
-                f"{s['checks']} | {s['op_steps']} | {_dollars(s['materializations'])} |"
+                f"| {s['schedule']} | `{s['cron']}` | {s['ticks']} | {s['runs']} | {s['steps']} | "
+                f"{s['materializations']} | {s['credits']} | {s['checks']} | {_dollars(s['credits'])} |"
             )
         details.append("\n".join(lines))
     return Section(rows, "\n\n".join(details))

@@ -93,7 +93,8 @@ def export_once(method: str, day: str, folder: str, server_http_url: str | None 
         client.command("SELECT 1")
     ready_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     Path(folder).mkdir(parents=True, exist_ok=True)
-    since = _server_now(server_http_url)
+    query_log = ServerQueryLog(server_http_url) if server_http_url else None
+    since = query_log.now() if query_log else None
     started = time.perf_counter()
     if method in ("arrow", "arrow_native"):
         rows, size = _export_arrow(clickhouse, date.fromisoformat(day), str(uuid.uuid4()))
@@ -103,36 +104,32 @@ def export_once(method: str, day: str, folder: str, server_http_url: str | None 
         url = f"chdb://{data_path}" if data_path else clickhouse.url
         rows, size = _export_pandas(url, date.fromisoformat(day), Path(folder) / f"{day}.parquet")
     elapsed = time.perf_counter() - started
-    sent = _server_bytes_sent(server_http_url, since)
+    sent = query_log.bytes_sent_since(since) if query_log and since else None
+    if query_log is not None:
+        query_log.close()
     if keep_running is not None:
         keep_running.close()
     return {"rows": rows, "bytes": size, "seconds": elapsed, "ready_rss": ready_rss, "bytes_sent": sent}
 
 
-def _server_now(http_url: str | None) -> str | None:
-    """The server's clock now (microseconds), to find the queries that follow in its query log."""
-    if http_url is None:
-        return None
-    import clickhouse_connect
+class ServerQueryLog:
+    """What the server sent for this worker's queries, from its own query log; one client for the worker."""
 
-    client = clickhouse_connect.get_client(dsn=http_url)
-    try:
-        return str(client.command("SELECT toString(now64(6))"))
-    finally:
-        client.close()
+    def __init__(self, http_url: str) -> None:
+        import clickhouse_connect
 
+        self.client = clickhouse_connect.get_client(dsn=http_url)
 
-def _server_bytes_sent(http_url: str | None, since: str | None) -> int:
-    """What the server sent to clients for the SELECTs from `events` since `since` (this worker's only)."""
-    if http_url is None or since is None:
-        return 0
-    import clickhouse_connect
+    def now(self) -> str:
+        """The server's clock now (microseconds), to find the queries that follow in its query log."""
+        return str(self.client.command("SELECT toString(now64(6))"))
 
-    client = clickhouse_connect.get_client(dsn=http_url)
-    try:
-        client.command("SYSTEM FLUSH LOGS")
+    def bytes_sent_since(self, since: str) -> int:
+        """What the server sent to clients for the SELECTs from `events` since `since` (the log's own queries
+        read `system.query_log`, not `events`, so they are not counted)."""
+        self.client.command("SYSTEM FLUSH LOGS")
         return int(
-            client.command(
+            self.client.command(
                 "SELECT sum(ProfileEvents['NetworkSendBytes']) FROM system.query_log "
                 "WHERE type = 'QueryFinish' AND event_time_microseconds >= {since:DateTime64(6)} "
                 "AND query_kind = 'Select' AND has(tables, currentDatabase() || '.events')",
@@ -140,8 +137,9 @@ def _server_bytes_sent(http_url: str | None, since: str | None) -> int:
             )
             or 0
         )
-    finally:
-        client.close()
+
+    def close(self) -> None:
+        self.client.close()
 
 
 def _export_arrow(clickhouse: Any, day: date, run_id: str) -> tuple[int, int]:
@@ -216,7 +214,7 @@ def run(workspace: Workspace, dataset: Dataset, repeat: int, engines: tuple[Engi
     if any(engine.is_server for engine in engines):
         server = next(engine for engine in engines if engine.is_server)
         sections.append(_wire_section(workspace, dataset, server))
-    return Section([row for section in sections for row in section.rows], "\n\n".join(s.detail for s in sections))
+    return Section.joined(sections)
 
 
 def _run_on(workspace: Workspace, dataset: Dataset, repeat: int, engine: Engine) -> Section:
@@ -249,8 +247,10 @@ def _run_on(workspace: Workspace, dataset: Dataset, repeat: int, engine: Engine)
         for method, measurements in runs.items():
             results[(method, multiplier)] = {
                 name: statistics.median(float(m[name]) for m in measurements)
-                for name in ("rows", "bytes", "seconds", "ready_rss", "peak_rss", "bytes_sent")
+                for name in ("rows", "bytes", "seconds", "ready_rss", "peak_rss")
             }
+            if engine.is_server:
+                results[(method, multiplier)]["bytes_sent"] = statistics.median(m["bytes_sent"] for m in measurements)
     return Section(
         _rows(dataset, results, skipped, engine), _detail(dataset, results, skipped, repeat, engine, methods_named)
     )
@@ -345,7 +345,7 @@ def _detail(
         f"Export of one day of `events` from {where} to a local zstd Parquet file (medians of {repeat} fresh "
         "processes each; peak = the process's peak resident memory, the embedded engine included when it is the "
         "engine; at start = after imports and connecting, before the export; sent = what the server sent for "
-        "the export's queries, per row):",
+        "the export's queries, per row, blank on the embedded engine, which sends nothing over a network):",
         "",
         "| size | method | rows | seconds | rows/s | bytes written | sent per row | peak memory | at start |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -359,10 +359,15 @@ def _detail(
             lines.append(
                 f"| {multiplier}x | {name} | {result['rows']:,.0f} | {result['seconds']:.2f} | "
                 f"{_rate(result):,.0f} | {megabytes(result['bytes'])} | "
-                f"{result['bytes_sent'] / result['rows']:,.0f} B | {megabytes(result['peak_rss'])} | "
+                f"{_sent_per_row(result)} | {megabytes(result['peak_rss'])} | "
                 f"{megabytes(result['ready_rss'])} |"
             )
     return "\n".join(lines)
+
+
+def _sent_per_row(result: dict[str, Any]) -> str:
+    sent = result.get("bytes_sent")
+    return "" if sent is None else f"{sent / max(result['rows'], 1):,.0f} B"
 
 
 # --- Bytes on the wire per protocol and compression ------------------------------------------------------------
@@ -381,14 +386,15 @@ def wire_bytes(http_url: str, native_url: str, day: str) -> list[dict[str, Any]]
 
     parameters = EVENTS_DATASET.parameters(ExportWindow.of_day(date.fromisoformat(day)))
     measured = []
+    query_log = ServerQueryLog(http_url)
 
     def fetch(way: str, open_stream: Any) -> None:
-        since, started, rows = _server_now(http_url), time.perf_counter(), 0
+        since, started, rows = query_log.now(), time.perf_counter(), 0
         with open_stream() as stream:
             for batch in stream:
                 rows += batch.num_rows
         elapsed = time.perf_counter() - started
-        sent = _server_bytes_sent(http_url, since)
+        sent = query_log.bytes_sent_since(since)
         measured.append({"way": way, "rows": rows, "bytes": sent, "seconds": elapsed})
 
     for name, (arrow_compression, http_compression) in HTTP_COMPRESSIONS.items():
@@ -403,6 +409,7 @@ def wire_bytes(http_url: str, native_url: str, day: str) -> list[dict[str, Any]]
             client.close()
     with ClickHouseResource(url=native_url).get_client() as client:
         fetch("native, none (the driver's default)", lambda: client.query_arrow_stream(EVENTS_EXPORT_QUERY, parameters))
+    query_log.close()
     return measured
 
 

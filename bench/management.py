@@ -7,7 +7,8 @@ requests and audit, run records) over the statement.
 
 - **Deleting one person**: a request, then `data_deletion_job` (plan, `ALTER TABLE events DELETE IN PARTITION`,
   followed to the end, verified), against `ALTER TABLE events DELETE WHERE team_id = ... AND person_id = ...`.
-  Each repetition deletes a different busy person (one for each way).
+  Each repetition deletes two of the busiest people left (one for each way), chosen after the previous
+  repetition's squash: a squash re-points the events of the distinct ids it moves to new person ids.
 - **Squashing overrides for 1% of the distinct ids**: overrides for one hundredth of the month's distinct ids
   (`cityHash64(distinct_id) % 100`, a new slice each time), then `squash_person_overrides` (snapshot on the
   host, dictionary, plan, `ALTER TABLE events UPDATE person_id = dictGet(...)` per partition, the squashed
@@ -116,25 +117,22 @@ def measure(server_url: str, events: int, repeat: int) -> dict[str, Any]:
         _load(client, events)
         loaded_seconds = time.perf_counter() - started
         rows = int(client.command("SELECT count() FROM events"))
-        people = _busy_people(client, 2 * repeat)
     timings: dict[str, list[float]] = {"delete_job": [], "delete_bare": [], "squash_job": [], "squash_bare": []}
-    figures: dict[str, list[int]] = {"person_rows": [], "overrides": [], "rows_updated": []}
+    figures: dict[str, list[int]] = {"person_rows": [], "bare_person_rows": [], "overrides": [], "rows_updated": []}
+    steps: dict[str, list[dict[str, float]]] = {"delete_job": [], "squash_job": []}
     with DagsterInstance.get() as instance:
         for repetition in range(repeat):
-            (job_team, job_person), (bare_team, bare_person) = people[2 * repetition : 2 * repetition + 2]
             with clickhouse.get_client() as client:
-                figures["person_rows"].append(
-                    int(
-                        client.command(
-                            "SELECT count() FROM events WHERE person_id = toUUID({p:String})", {"p": job_person}
-                        )
-                    )
-                )
+                (job_team, job_person), (bare_team, bare_person) = _busy_people(client, 2)
+                person_rows = "SELECT count() FROM events WHERE person_id = toUUID({p:String})"
+                for key, person in (("person_rows", job_person), ("bare_person_rows", bare_person)):
+                    figures[key].append(int(client.command(person_rows, {"p": person})))
                 insert_request(client, job_team, "person", job_person)
             begun = time.perf_counter()
             result = data_deletion_job.execute_in_process(resources=resources, instance=instance)
             timings["delete_job"].append(time.perf_counter() - begun)
             assert result.success
+            steps["delete_job"].append(_step_seconds(instance, result.run_id))
 
             begun = time.perf_counter()
             bare.command(
@@ -156,6 +154,7 @@ def measure(server_url: str, events: int, repeat: int) -> dict[str, Any]:
             )
             timings["squash_job"].append(time.perf_counter() - begun)
             assert result.success
+            steps["squash_job"].append(_step_seconds(instance, result.run_id))
             with clickhouse.get_client() as client:
                 assert int(client.command("SELECT count() FROM person_distinct_id_overrides FINAL")) == 0
                 _add_overrides(client, 2 * repetition + 1)
@@ -166,7 +165,23 @@ def measure(server_url: str, events: int, repeat: int) -> dict[str, Any]:
     bare.close()
     admin.command(f"DROP DATABASE {DATABASE} SYNC")
     admin.close()
-    return {"timings": timings, "figures": figures, "rows": rows, "load_seconds": loaded_seconds}
+    return {"timings": timings, "figures": figures, "steps": steps, "rows": rows, "load_seconds": loaded_seconds}
+
+
+def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
+    """Seconds of each step of the run, from Dagster's own step records, in the order the steps started."""
+    stats = sorted(instance.get_run_step_stats(run_id), key=lambda stat: stat.start_time or 0)
+    return {stat.step_key: (stat.end_time or 0) - (stat.start_time or 0) for stat in stats}
+
+
+def _steps_table(job: str, runs: list[dict[str, float]], total: float, bare: float) -> str:
+    """Median seconds per step of the job's runs, and what the run spent outside its steps."""
+    lines = [f"{job} per step (medians of {len(runs)} runs):", "", "| step | seconds |", "|---|---|"]
+    medians = {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
+    lines += [f"| {key} | {value:.2f} |" for key, value in medians.items()]
+    lines.append(f"| (outside the steps: run start, records, process) | {total - sum(medians.values()):.2f} |")
+    lines.append(f"| **the bare statements, for comparison** | {bare:.2f} |")
+    return "\n".join(lines)
 
 
 def run(workspace: Workspace, repeat: int, server: Engine, events: int) -> Section:
@@ -180,7 +195,7 @@ def run(workspace: Workspace, repeat: int, server: Engine, events: int) -> Secti
     ).value
     timings, figures, rows = result["timings"], result["figures"], result["rows"]
     median = {name: statistics.median(values) for name, values in timings.items()}
-    person_rows = statistics.median(figures["person_rows"])
+    person_rows = statistics.median(figures["person_rows"] + figures["bare_person_rows"])
     overrides = statistics.median(figures["overrides"])
     updated = statistics.median(figures["rows_updated"])
     delete_ratio = median["delete_job"] / median["delete_bare"]
@@ -211,6 +226,14 @@ def run(workspace: Workspace, repeat: int, server: Engine, events: int) -> Secti
         f"{spread(timings['delete_job'])}, bare DELETE {spread(timings['delete_bare'])}, squash job "
         f"{spread(timings['squash_job'])}, bare squash {spread(timings['squash_bare'])}). No pre-aggregates or "
         "exports downstream: the jobs' recompute and rewrite steps find nothing to do, so the ratio is the job's "
-        "own cost over the statement."
+        "own cost over the statement. People deleted, job / bare, events each: "
+        + ", ".join(f"{a:,} / {b:,}" for a, b in zip(figures["person_rows"], figures["bare_person_rows"], strict=True))
+        + "."
     )
-    return Section(rows_out, detail)
+    tables = [
+        _steps_table("data_deletion_job", result["steps"]["delete_job"], median["delete_job"], median["delete_bare"]),
+        _steps_table(
+            "squash_person_overrides", result["steps"]["squash_job"], median["squash_job"], median["squash_bare"]
+        ),
+    ]
+    return Section(rows_out, "\n\n".join([detail, *tables]))

@@ -181,7 +181,7 @@ def _no_op_like(asset_def: Any, partitions_def: Any) -> Any:
 
 def run(workspace: Workspace, dataset: Dataset, repeat: int, engines: tuple[Engine, ...] = (EMBEDDED,)) -> Section:
     sections = [_run_on(workspace, dataset, repeat, engine) for engine in engines]
-    return Section([row for section in sections for row in section.rows], "\n\n".join(s.detail for s in sections))
+    return Section.joined(sections)
 
 
 def _run_on(workspace: Workspace, dataset: Dataset, repeat: int, engine: Engine) -> Section:
