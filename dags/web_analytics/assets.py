@@ -34,7 +34,7 @@ from dags.web_analytics.config import WebPreaggregatedConfig, config_error, vali
 from dags.web_analytics.refresh import MAX_RUNTIME_SECONDS, drop_stale_staging_tables, refresh_window
 from dags.web_analytics.schema import BOUNCES_TABLE, STATS_TABLE
 from dags.web_analytics.settings import load_web_analytics_settings
-from dags.web_analytics.sql import BOUNCES, STATS, TABLE_ROWS_IN_WINDOW, PreAggregate, unique_persons_by_day
+from dags.web_analytics.sql import BOUNCES, STATS, PreAggregate, table_figures
 
 # The concurrency pool of every asset that rewrites these tables. `dagster.yaml` limits pools to one run
 # at a time (run granularity), which holds for job runs, asset backfills (`__ASSET_JOB`) and schedules alike.
@@ -98,16 +98,13 @@ def materialize_window(
             extra_settings=config.extra_clickhouse_settings,
         )
         started = time.monotonic()
-        totals = check_totals_by_day(client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids)
+        figures = table_figures(client, pre_aggregate.table, first_day, end_day)  # one scan for all below
+        totals = check_totals_by_day(
+            client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids, figures=figures
+        )
         left_out = check_events_left_out_by_day(client, first_day=first_day, end_day=end_day, team_ids=team_ids)
         check_seconds = time.monotonic() - started
-        table_rows = {
-            row["day"]: int(row["rows"])
-            for row in client.query_rows(
-                TABLE_ROWS_IN_WINDOW, {"table": pre_aggregate.table, "first_day": first_day, "end_day": end_day}
-            )
-        }
-        persons = unique_persons_by_day(client, pre_aggregate.table, first_day, end_day)
+        table_rows, persons = figures.rows_by_day(), figures.persons_by_day()
     rows_by_day: dict[str, int] = refreshed["rows_by_day"]
     days = list(rows_by_day)
     context.log.info(

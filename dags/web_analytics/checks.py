@@ -7,7 +7,6 @@ as runs of one day each.
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import date
-from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
@@ -24,7 +23,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from dags.common import ClickHouseClient
 from dags.web_analytics.refresh import days_of, window_parameters
-from dags.web_analytics.sql import EVENTS_NOT_FULLY_COUNTED, TABLE_TOTALS, PreAggregate
+from dags.web_analytics.sql import EVENTS_NOT_FULLY_COUNTED, PreAggregate, TableFigures, table_figures
 
 CHECK_TOTALS_MATCH_EVENTS = "totals_match_events"
 CHECK_NO_EMPTY_DAYS = "no_empty_days_with_events"
@@ -105,16 +104,15 @@ def team_day_totals(
     first_day: date,
     end_day: date,
     team_ids: Sequence[int] | None = None,
+    figures: TableFigures | None = None,
 ) -> tuple[TeamDayTotals, TeamDayTotals]:
-    """(pageviews, sessions) per team and day of the window: in the pre-aggregate, and from `events`."""
+    """(pageviews, sessions) per team and day of the window: in the pre-aggregate (from `figures` when the
+    caller has read them already), and from `events`."""
+    figures = figures or table_figures(client, pre_aggregate.table, first_day, end_day)
     params = window_parameters(first_day, end_day, team_ids)
-    table_rows = client.query_rows(TABLE_TOTALS, {**params, "table": pre_aggregate.table})
     event_rows = client.query_rows(pre_aggregate.totals_from_events_sql, params)
-
-    def by_team_day(rows: list[dict[str, Any]]) -> TeamDayTotals:
-        return {(row["team_id"], str(row["day"])): (row["pageviews"], row["sessions"]) for row in rows}
-
-    return by_team_day(table_rows), by_team_day(event_rows)
+    events = {(row["team_id"], str(row["day"])): (row["pageviews"], row["sessions"]) for row in event_rows}
+    return figures.totals(team_ids), events
 
 
 def check_totals(
@@ -138,9 +136,12 @@ def check_totals_by_day(
     first_day: date,
     end_day: date,
     team_ids: Sequence[int] | None = None,
+    figures: TableFigures | None = None,
 ) -> dict[str, tuple[AssetCheckResult, AssetCheckResult]]:
     """`check_totals` for each day of the window on its own (the same two queries, split by day)."""
-    table, events = team_day_totals(client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids)
+    table, events = team_day_totals(
+        client, pre_aggregate, first_day=first_day, end_day=end_day, team_ids=team_ids, figures=figures
+    )
 
     def of_day(totals: TeamDayTotals, day: str) -> TeamDayTotals:
         return {key: value for key, value in totals.items() if key[1] == day}

@@ -5,6 +5,7 @@ server (`{first_day:Date}`, `{staging:Identifier}`). A run limited to some teams
 empty list means every team, so the team condition is always in the statement.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -145,17 +146,7 @@ FROM {table:Identifier}
 GROUP BY day
 """
 
-# The pre-aggregate's totals per team and day, and the same totals straight from `events`.
-TABLE_TOTALS = f"""
-SELECT team_id, toDate(period_bucket) AS day, sumMerge(pageviews_count_state) AS pageviews,
-       uniqMerge(sessions_uniq_state) AS sessions
-FROM {{table:Identifier}}
-WHERE toDate(period_bucket) >= {{first_day:Date}}
-  AND toDate(period_bucket) < {{end_day:Date}}
-  AND {TEAM_CONDITION}
-GROUP BY team_id, day
-"""
-
+# The totals per team and day straight from `events`, to check a pre-aggregate's against (`TABLE_FIGURES`).
 # The filter runs in a subquery: in ClickHouse an alias in SELECT (`toUInt64(team_id) AS team_id`) would
 # replace the column in WHERE too, and `team_id >= 0` would hold for every wrapped negative id.
 STATS_TOTALS_FROM_EVENTS = f"""
@@ -198,34 +189,58 @@ WHERE event = '$pageview'
 GROUP BY day
 """
 
-# The rows each day of the window holds in a table, every team's (a day without rows has no row here).
-# The dashboards' "unique persons" of each day: per team (a person belongs to one team), added up over teams.
-UNIQUE_PERSONS_IN_WINDOW = """
-SELECT toString(day) AS day, sum(persons) AS persons
-FROM
-(
-    SELECT team_id, toDate(period_bucket) AS day, uniqMerge(persons_uniq_state) AS persons
-    FROM {table:Identifier}
-    WHERE toDate(period_bucket) >= {first_day:Date} AND toDate(period_bucket) < {end_day:Date}
-    GROUP BY team_id, day
-)
-GROUP BY day
+# What a pre-aggregate holds per team and day of a window, in one scan of the table: its rows, the totals its
+# checks compare with `events`, and the dashboards' "unique persons" (per team: a person belongs to one team).
+TABLE_FIGURES = """
+SELECT team_id, toString(toDate(period_bucket)) AS day, count() AS rows,
+       sumMerge(pageviews_count_state) AS pageviews, uniqMerge(sessions_uniq_state) AS sessions,
+       uniqMerge(persons_uniq_state) AS persons
+FROM {table:Identifier}
+WHERE toDate(period_bucket) >= {first_day:Date} AND toDate(period_bucket) < {end_day:Date}
+GROUP BY team_id, day
 """
+
+
+@dataclass(frozen=True)
+class TableFigures:
+    """A pre-aggregate's figures per (team, day) of a window; a team-day without rows is absent."""
+
+    by_team_day: dict[tuple[int, str], dict[str, int]]
+
+    def rows_by_day(self) -> dict[str, int]:
+        """Each day's rows, every team's."""
+        return self._sum_by_day("rows")
+
+    def persons_by_day(self) -> dict[str, int]:
+        """Each day's unique persons, added up over teams."""
+        return self._sum_by_day("persons")
+
+    def totals(self, team_ids: Sequence[int] | None = None) -> dict[tuple[int, str], tuple[int, int]]:
+        """(pageviews, sessions) per team and day, of the given teams only (every team when None)."""
+        teams = set(team_ids or ())
+        return {
+            key: (figures["pageviews"], figures["sessions"])
+            for key, figures in self.by_team_day.items()
+            if not teams or key[0] in teams
+        }
+
+    def _sum_by_day(self, name: str) -> dict[str, int]:
+        days: dict[str, int] = {}
+        for (_, day), figures in self.by_team_day.items():
+            days[day] = days.get(day, 0) + figures[name]
+        return days
+
+
+def table_figures(client: ClickHouseClient, table: str, first_day: date, end_day: date) -> TableFigures:
+    """`table`'s figures per team and day for the days in `[first_day, end_day)`."""
+    rows = client.query_rows(TABLE_FIGURES, {"table": table, "first_day": first_day, "end_day": end_day})
+    names = ("rows", "pageviews", "sessions", "persons")
+    return TableFigures({(int(row["team_id"]), row["day"]): {name: int(row[name]) for name in names} for row in rows})
 
 
 def unique_persons_by_day(client: ClickHouseClient, table: str, first_day: date, end_day: date) -> dict[str, int]:
     """Each day's unique persons in `table` (`YYYY-MM-DD` to count) for days in `[first_day, end_day)`."""
-    rows = client.query_rows(UNIQUE_PERSONS_IN_WINDOW, {"table": table, "first_day": first_day, "end_day": end_day})
-    return {row["day"]: int(row["persons"]) for row in rows}
-
-
-TABLE_ROWS_IN_WINDOW = """
-SELECT toString(toDate(period_bucket)) AS day, count() AS rows
-FROM {table:Identifier}
-WHERE toDate(period_bucket) >= {first_day:Date}
-  AND toDate(period_bucket) < {end_day:Date}
-GROUP BY day
-"""
+    return table_figures(client, table, first_day, end_day).persons_by_day()
 
 
 @dataclass(frozen=True)
