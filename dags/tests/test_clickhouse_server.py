@@ -285,6 +285,30 @@ def test_arrow_results_have_the_same_schema_and_values_on_every_engine(ch: Click
     assert pa.Table.from_batches(streamed).to_pylist() == whole.to_pylist()
 
 
+def test_mostly_default_dates_and_times_read_back_as_stored_on_every_engine(ch: ClickHouseClient) -> None:
+    """Sent sparse over native too: the rows left out are the type's default, 1970-01-01."""
+    ch.command(
+        "CREATE TABLE moments (n UInt32, day Date, at DateTime('UTC'), at_us DateTime64(6, 'UTC')) "
+        "ENGINE = MergeTree ORDER BY n"
+    )
+    ch.command(
+        "INSERT INTO moments SELECT number, if(number = 7, toDate('2024-03-01'), toDate(0)), "
+        "if(number = 7, toDateTime('2024-03-01 12:00:00', 'UTC'), toDateTime(0, 'UTC')), "
+        "if(number = 7, toDateTime64('2024-03-01 12:00:00.25', 6, 'UTC'), toDateTime64(0, 6, 'UTC')) "
+        "FROM numbers(1000)"
+    )
+    read = ch.query_arrow("SELECT day, at, at_us FROM moments ORDER BY n")
+
+    def seconds(value: datetime | int) -> float:  # ClickHouse's Arrow gives DateTime as seconds (uint32)
+        return value.timestamp() if isinstance(value, datetime) else value
+
+    assert read.column("day").to_pylist() == [date(2024, 3, 1) if n == 7 else date(1970, 1, 1) for n in range(1000)]
+    noon = datetime(2024, 3, 1, 12, tzinfo=UTC).timestamp()
+    assert [seconds(value) for value in read.column("at").to_pylist()] == [noon if n == 7 else 0 for n in range(1000)]
+    at_us = [seconds(value) for value in read.column("at_us").to_pylist()]
+    assert at_us == [noon + 0.25 if n == 7 else 0 for n in range(1000)]
+
+
 def test_a_mostly_false_bool_column_reads_back_as_booleans_on_every_engine(ch: ClickHouseClient) -> None:
     """A column of mostly default values is stored (and sent over native) sparse: only its non-default rows."""
     ch.command("CREATE TABLE flags (n UInt32, flag Bool) ENGINE = MergeTree ORDER BY n")
