@@ -104,7 +104,7 @@ def export_once(method: str, day: str, folder: str, server_http_url: str | None 
         url = f"chdb://{data_path}" if data_path else clickhouse.url
         rows, size = _export_pandas(url, date.fromisoformat(day), Path(folder) / f"{day}.parquet")
     elapsed = time.perf_counter() - started
-    sent = query_log.bytes_sent_since(since) if query_log and since else None
+    sent = query_log.bytes_sent_since(since) if query_log and since is not None else None
     if query_log is not None:
         query_log.close()
     if keep_running is not None:

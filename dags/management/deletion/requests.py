@@ -129,7 +129,7 @@ WRITE_STATUS = (
     + f"FROM {TABLE} FINAL\nWHERE request_id = {{request_id:String}}"
 )
 
-OPEN_REQUEST_COUNT = f"SELECT count() FROM {TABLE} FINAL WHERE status IN {{stages:Array(String)}}"
+OPEN_REQUEST_COUNT = f"SELECT count() AS requests FROM {TABLE} FINAL WHERE status IN {{stages:Array(String)}}"
 
 OVERDUE_REQUESTS = f"""
 SELECT count() AS requests, min(created_at) AS oldest

@@ -1,6 +1,8 @@
 """When `data_deletion_job` runs: weekly, and as soon as a request has waited too long; and the sensor that
 gives the pools a deletion run holds their limits."""
 
+from typing import Any
+
 from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -22,6 +24,20 @@ from dags.management.deletion.settings import DEFAULT_MAX_WAIT_HOURS, load_delet
 # --- When it runs ----------------------------------------------------------------------------------------------
 
 SENSOR_LOCK_TIMEOUT_SECONDS = 20.0
+NEVER_REQUESTED = f"There is no {store.TABLE} table yet: no request was ever made."
+
+
+def request_figures(clickhouse: ClickHouseResource, query: str, parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """The one row `query` reads from the requests table; None when there is no table (nothing ever requested).
+
+    A tick must not wait long for an embedded engine a run holds: ClickHouseBusyError then, for the tick to
+    decide what waiting means for it.
+    """
+    quick = clickhouse.model_copy(update={"lock_timeout_seconds": SENSOR_LOCK_TIMEOUT_SECONDS})
+    with quick.get_client() as client:
+        if not client.command("EXISTS TABLE {table:Identifier}", {"table": store.TABLE}):
+            return None
+        return client.query_rows(query, parameters)[0]
 
 
 @schedule(
@@ -36,16 +52,14 @@ def data_deletion_weekly_schedule(
     context: ScheduleEvaluationContext, clickhouse: ClickHouseResource
 ) -> RunRequest | SkipReason:
     """A run with nothing to delete would still execute its nine steps (nine Dagster+ credits) to change nothing."""
-    quick = clickhouse.model_copy(update={"lock_timeout_seconds": SENSOR_LOCK_TIMEOUT_SECONDS})
     try:
-        with quick.get_client() as client:
-            if not client.command("EXISTS TABLE {table:Identifier}", {"table": store.TABLE}):
-                return SkipReason(f"There is no {store.TABLE} table yet: no request was ever made.")
-            open_requests = int(client.command(store.OPEN_REQUEST_COUNT, {"stages": list(store.OPEN_STAGES)}))
+        figures = request_figures(clickhouse, store.OPEN_REQUEST_COUNT, {"stages": list(store.OPEN_STAGES)})
     except ClickHouseBusyError:
         # The embedded engine is held by a run: run anyway, the deletion waits for the engine in its own run.
         return RunRequest(tags={"data_deletion/trigger": "weekly_schedule"})
-    if not open_requests:
+    if figures is None:
+        return SkipReason(NEVER_REQUESTED)
+    if not figures["requests"]:
         return SkipReason(f"No open request in {store.TABLE}: nothing to delete this week.")
     return RunRequest(tags={"data_deletion/trigger": "weekly_schedule"})
 
@@ -69,17 +83,13 @@ def data_deletion_overdue_sensor(
     busy = context.instance.get_runs(RunsFilter(job_name=JOB_NAME, statuses=UNFINISHED_RUN_STATUSES), limit=1)
     if busy:
         return SkipReason(f"{JOB_NAME} run {busy[0].run_id} is queued or running.")
-    # A sensor tick must not wait long for an embedded engine a run holds: the next tick looks again.
-    quick = clickhouse.model_copy(update={"lock_timeout_seconds": SENSOR_LOCK_TIMEOUT_SECONDS})
+    parameters = {"stages": list(store.OPEN_STAGES), "hours": max_wait_hours}
     try:
-        with quick.get_client() as client:
-            if not client.command("EXISTS TABLE {table:Identifier}", {"table": store.TABLE}):
-                return SkipReason(f"There is no {store.TABLE} table yet: no request was ever made.")
-            overdue = client.query_rows(
-                store.OVERDUE_REQUESTS, {"stages": list(store.OPEN_STAGES), "hours": max_wait_hours}
-            )[0]
-    except ClickHouseBusyError:
+        overdue = request_figures(clickhouse, store.OVERDUE_REQUESTS, parameters)
+    except ClickHouseBusyError:  # the next tick looks again
         return SkipReason("The embedded ClickHouse is busy with a run; looking again at the next tick.")
+    if overdue is None:
+        return SkipReason(NEVER_REQUESTED)
     if not overdue["requests"]:
         return SkipReason(f"No request has waited longer than {max_wait_hours} h.")
     return RunRequest(
